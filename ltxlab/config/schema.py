@@ -1,0 +1,153 @@
+"""Typed configuration: one dataclass per Hydra group, registered in Hydra's ConfigStore.
+
+Defaults here are the service defaults from the seeds (``conf/preset/demo.yaml`` shrinks them for the demo).
+Cross-field rules and ranges live in ``ltxlab.config.validate``; the YAML under ``conf/`` only selects values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from ltxlab.models.spec import ModelConfig
+
+DEFAULT_NEGATIVE_PROMPT = (
+    "blurry, out of focus, overexposed, underexposed, low contrast, washed out colors, excessive noise, "
+    "grainy texture, poor lighting, flickering, motion blur, distorted proportions, unnatural skin tones, "
+    "deformed facial features, asymmetrical face, missing facial features, extra limbs, disfigured hands, "
+    "wrong hand count, artifacts around text, inconsistent perspective, camera shake, jittery motion, "
+    "static frame, watermark, low quality"
+)
+
+
+@dataclass
+class ModeConfig:
+    name: str = "i2v"  # i2v | a2v
+    # i2v: probability that a clip's first latent frame is held clean. a2v always holds it (forced to 1.0).
+    first_frame_conditioning_p: float = 0.5
+
+
+@dataclass
+class ResolutionConfig:
+    name: str = "medium"  # low | medium | high
+    aspect_ratio: str = "1:1"  # 16:9 | 1:1 | 9:16
+
+
+@dataclass
+class AudioConfig:
+    with_audio: bool | None = None  # None = auto: on only if every clip has a track
+    normalize: bool = True  # seeds' audio_normalize: peak-normalise
+    preserve_pitch: bool = True  # seeds' audio_preserve_pitch: time-stretch instead of trim/pad
+    video_loss_weight: float = 1.0
+    audio_loss_weight: float = 1.0
+
+
+@dataclass
+class DataConfig:
+    source: str = "sample"  # .zip, folder, https:// URL to a zip, or "sample" (generated demo dataset)
+    trigger_phrase: str = ""
+    number_of_frames: int = 89  # snapped down to 8k+1
+    frame_rate: int = 24
+    auto_scale_input: bool = False
+    split_input_into_scenes: bool = True  # mode/a2v turns it off
+    split_input_duration_threshold: float = 30.0
+    debug_dataset: bool = False
+    cache_dir: str = "cache"  # latent shard cache, relative to the launch directory
+    samples_per_shard: int = 64
+    num_workers: int = 2  # prepare/encode worker threads; also the trainer's loader workers
+
+
+@dataclass
+class LoraConfig:
+    rank: int = 32
+    alpha: float | None = None  # None = rank (what ComfyUI/ltx-core consumers assume)
+    dropout: float = 0.0
+    # q/k/v/out of all six attention modules per block; never the 2.3 gate projections (DESIGN.md §3).
+    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    include_ffn: bool = False
+
+
+@dataclass
+class OptimConfig:
+    learning_rate: float = 2e-4
+    number_of_steps: int = 2000
+    warmup_steps: int = 0
+    schedule: str = "linear"  # linear | cosine | constant (after warmup)
+    min_lr_ratio: float = 0.1  # final LR as a fraction of learning_rate for linear/cosine
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    batch_size: int = 1  # per device
+    gradient_accumulation_steps: int = 1
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # wandb | none
+    project: str = "ltxlab"
+    group: str | None = None  # sweeps set one W&B group per sweep
+    log_every: int = 10
+    progress_bar: bool = True
+
+
+@dataclass
+class ValidationSample:
+    prompt: str = ""
+    image_url: str = ""
+    audio_url: str | None = None  # required in a2v
+
+
+@dataclass
+class ValidationConfig:
+    samples: list[ValidationSample] = field(default_factory=list)  # seeds' `validation` (max 2)
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    number_of_frames: int = 89
+    frame_rate: int = 24
+    resolution: str = "high"
+    aspect_ratio: str = "1:1"
+    stg_scale: float = 1.0
+    interval: int = 250  # steps between preview rounds (0 = only at the end)
+    inference_steps: int = 30
+    guidance_scale: float = 3.0
+    audio_guidance_scale: float = 7.0
+    guidance_rescale: float = 0.7
+    modality_scale: float = 3.0
+    stg_blocks: list[int] = field(default_factory=lambda: [28])
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 42
+    checkpoint_interval: int = 250
+    keep_checkpoints: int = 2
+    resume: bool = True  # continue from the run directory's last checkpoint when one exists
+    # Shifted logit-normal sigma sampler (ltx-trainer reference values).
+    sigma_shift_min: float = 0.95  # mu at 1024 tokens
+    sigma_shift_max: float = 2.05  # mu at 4096 tokens
+    sigma_uniform_fraction: float = 0.1
+
+
+@dataclass
+class Config:
+    mode: ModeConfig = field(default_factory=ModeConfig)
+    resolution: ResolutionConfig = field(default_factory=ResolutionConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    deepspeed: dict[str, Any] = field(default_factory=dict)  # native DeepSpeed JSON (conf/deepspeed/)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str = "seed"
+
+
+def register_configs() -> None:
+    """Register the schema so ``conf/config.yaml`` can extend it (called by the entry points, not on import)."""
+    ConfigStore.instance().store(name="ltxlab_schema", node=Config)

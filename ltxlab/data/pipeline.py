@@ -1,0 +1,149 @@
+"""Dataset source → latent shards, cached by fingerprint: the data half of the recipe.
+
+Every dataset rule is checked (ingest + plan) before any encoder is loaded, so bad input fails fast with a
+one-line error and nothing is trained. Encoding runs only on a cache miss.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ltxlab.config.resolution import bucket_size
+from ltxlab.config.schema import Config
+from ltxlab.data.cache import cached_or_build, fingerprint, link_into, source_identity
+from ltxlab.data.encode import Encoder, encode_to_shards
+from ltxlab.data.ingest import ingest
+from ltxlab.data.prepare import PreparePlan, PrepareSettings, iter_prepared, plan, write_debug_archive
+from ltxlab.data.sample import make_a2v_dataset, make_i2v_dataset
+from ltxlab.data.shards import ShardIndex, ShardWriter
+from ltxlab.data.sources import resolve_source
+
+log = logging.getLogger(__name__)
+
+SAMPLE_DATA_VERSION = 1
+DEBUG_ARCHIVE = "debug_dataset.zip"
+
+
+@dataclass
+class LatentCache:
+    directory: Path  # the run's shards folder (linked from the shared cache)
+    index: ShardIndex
+    key: str  # cache fingerprint
+    reused: bool
+    debug_archive: str | None = None
+
+
+def prepare_settings(cfg: Config) -> PrepareSettings:
+    width, height = bucket_size(cfg.resolution.name, cfg.resolution.aspect_ratio)
+    return PrepareSettings(
+        mode=cfg.mode.name, width=width, height=height, number_of_frames=cfg.data.number_of_frames,
+        frame_rate=cfg.data.frame_rate, auto_scale_input=cfg.data.auto_scale_input,
+        split_input_into_scenes=cfg.data.split_input_into_scenes,
+        split_input_duration_threshold=cfg.data.split_input_duration_threshold,
+        with_audio=cfg.audio.with_audio, audio_normalize=cfg.audio.normalize,
+        audio_preserve_pitch=cfg.audio.preserve_pitch, trigger_phrase=cfg.data.trigger_phrase,
+        num_workers=cfg.data.num_workers,
+    )
+
+
+def sample_dataset(mode: str, cache_root: Path) -> Path:
+    """The generated demo dataset for ``mode``, made once per cache folder."""
+    target = cache_root / f"sample-data-v{SAMPLE_DATA_VERSION}-{mode}"
+    if target.is_dir():
+        return target
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if mode == "a2v":
+        make_a2v_dataset(tmp)
+    else:
+        make_i2v_dataset(tmp)
+    tmp.rename(target)
+    return target
+
+
+def encoder_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def build_latents(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True) -> LatentCache:
+    cache_root = (launch_dir / cfg.data.cache_dir).resolve()
+    if cfg.data.source == "sample":
+        root = sample_dataset(cfg.mode.name, cache_root)
+        identity = {"sample": SAMPLE_DATA_VERSION, "mode": cfg.mode.name}
+    else:
+        root = resolve_source(cfg.data.source, run_dir / "work")
+        downloaded = run_dir / "work" / "download" / "dataset.zip"
+        identity = source_identity(str(downloaded if downloaded.exists() else cfg.data.source))
+    dataset = ingest(root, cfg.mode.name, cfg.data.trigger_phrase)
+    for warning in dataset.warnings:
+        log.warning(warning)
+    settings = prepare_settings(cfg)
+    prepared_plan = plan(dataset, settings)
+    for warning in prepared_plan.warnings:
+        log.warning(warning)
+    for name, reason in prepared_plan.skipped:
+        log.warning("skipped %s: %s", name, reason)
+    log.info("dataset: %d %s item(s), audio %s", len(prepared_plan.items), dataset.kind,
+             "on" if prepared_plan.with_audio else "off")
+
+    key = fingerprint({"source": identity, "prepare": asdict(settings) | {"num_workers": None},
+                       "with_audio": prepared_plan.with_audio, "model": asdict(cfg.model) | {
+                           "gradient_checkpointing": None}})
+    debug = cfg.data.debug_dataset
+
+    def build(tmp: Path) -> ShardIndex:
+        return encode_plan(cfg, prepared_plan, tmp, key, debug, show_progress)
+
+    cache_dir, reused = cached_or_build(cache_root, key, build)
+    if debug and not (cache_dir / DEBUG_ARCHIVE).exists():
+        write_debug_archive(prepared_plan, iter_prepared(prepared_plan), cache_dir / DEBUG_ARCHIVE)
+    shards_dir = run_dir / "shards"
+    link_into(cache_dir, shards_dir)
+    archive = shards_dir / DEBUG_ARCHIVE
+    if debug and not archive.exists():
+        shutil.copy2(cache_dir / DEBUG_ARCHIVE, archive)
+    debug_out = None
+    if debug:
+        debug_out = run_dir / DEBUG_ARCHIVE
+        shutil.move(str(archive), debug_out) if not debug_out.exists() else None
+    index = ShardIndex.load(shards_dir)
+    return LatentCache(directory=shards_dir, index=index, key=key, reused=reused,
+                       debug_archive=str(debug_out) if debug_out else None)
+
+
+def encode_plan(cfg: Config, prepared_plan: PreparePlan, out_dir: Path, key: str, debug: bool,
+                show_progress: bool) -> ShardIndex:
+    encoder = Encoder(cfg.model, prepared_plan.with_audio, encoder_device())
+    writer = ShardWriter(out_dir, cfg.data.samples_per_shard)
+    clips = iter_prepared(prepared_plan)
+    if debug:
+        clips = _tee_debug(prepared_plan, clips, out_dir / DEBUG_ARCHIVE)
+    summary = encode_to_shards(clips, encoder, writer, total=len(prepared_plan.items), show_progress=show_progress)
+    shards = writer.close()
+    if summary.count == 0:
+        from ltxlab.errors import DatasetError
+
+        raise DatasetError("No usable training clips were left after preprocessing")
+    index = ShardIndex(fingerprint=key, shards=[name for name, _ in shards], counts=[n for _, n in shards],
+                       with_audio=prepared_plan.with_audio, is_image=prepared_plan.is_image,
+                       video_latent_shape=summary.video_latent_shape,
+                       audio_latent_shape=summary.audio_latent_shape, fps=float(cfg.data.frame_rate))
+    index.save(out_dir)
+    return index
+
+
+def _tee_debug(prepared_plan: PreparePlan, clips, archive: Path):  # noqa: ANN001, ANN202
+    kept = []
+
+    def gen():  # noqa: ANN202
+        for clip in clips:
+            kept.append(clip)
+            yield clip
+        write_debug_archive(prepared_plan, kept, archive)
+
+    return gen()

@@ -1,0 +1,63 @@
+"""The recipe: setup → latents (ingest, prepare, encode; cached) → train → export. Returns the final loss so
+Hydra sweepers can optimise it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from ltxlab.config.resolution import bucket_size
+from ltxlab.config.schema import Config
+from ltxlab.config.validate import validate
+from ltxlab.data.pipeline import build_latents
+from ltxlab.errors import InputError
+from ltxlab.export import RunOutputs, billable_units, save_lora, training_config_json, write_config_file
+from ltxlab.train.trainer import train
+
+log = logging.getLogger("ltxlab")
+
+
+def run(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True) -> float | None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    latents = build_latents(cfg, run_dir, launch_dir, show_progress=show_progress)
+    log.info("latents: %d samples in %s (%s)", latents.index.num_samples, latents.directory,
+             "reused cache" if latents.reused else "built")
+    outcome = train(cfg, latents, run_dir, show_progress=show_progress)
+    if not outcome.finished:
+        return None
+    if not outcome.is_main_process:
+        return outcome.final_loss
+    size = bucket_size(cfg.resolution.name, cfg.resolution.aspect_ratio)
+    meta = {"ltxlab_training_type": cfg.mode.name, "ltxlab_trigger_phrase": cfg.data.trigger_phrase,
+            "ltxlab_rank": str(cfg.lora.rank), "ltxlab_alpha_baked": "true"}
+    lora_file, diffusers_file = save_lora(outcome.transformer, outcome.peft_config, run_dir, meta)
+    config_file = write_config_file(run_dir, training_config_json(cfg, latents.index.with_audio, size))
+    outputs = RunOutputs(lora_file=str(lora_file), lora_file_diffusers=str(diffusers_file),
+                         config_file=str(config_file), video=None, debug_dataset=latents.debug_archive,
+                         billable_units=billable_units(cfg.optim.number_of_steps),
+                         final_loss=outcome.final_loss)
+    outputs.write(run_dir)
+    log.info("done: %s", json.dumps(asdict(outputs)))
+    return outcome.final_loss
+
+
+def run_from_hydra(dict_cfg: DictConfig) -> float | None:
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    launch_dir = Path(hydra_cfg.runtime.cwd)
+    try:
+        cfg = validate(dict_cfg)
+        return run(cfg, run_dir, launch_dir)
+    except InputError as err:
+        # The seeds' 422: bad input is reported in one line, nothing is trained.
+        (run_dir / "error.json").write_text(json.dumps({"status": err.code, "error": type(err).__name__,
+                                                        "detail": str(err)}))
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+

@@ -1,0 +1,124 @@
+"""The explicit training loop: batch → mode inputs → forward → loss → DeepSpeed backward/step → log/checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ltxlab.config.schema import Config
+from ltxlab.modes import Mode
+from ltxlab.train import checkpoint
+from ltxlab.train.batches import ShardBatches
+from ltxlab.train.metrics import MetricsLogger, SigmaBuckets
+from ltxlab.train.step import autocast_for, compute_loss, predict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopResult:
+    step: int
+    finished: bool  # False when stopped early (signal or stop_after_steps); resume continues
+    losses: list[float] = field(default_factory=list)
+
+
+class _StopFlag:
+    """SIGTERM/SIGINT ask the loop to checkpoint and exit cleanly after the current step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. some test runners)
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        log.warning("signal %d: checkpointing after this step", signum)
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run_loop(engine: Any, mode: Mode, batches: ShardBatches, cfg: Config, ckpt_dir: Path, metrics: MetricsLogger,
+             generator: torch.Generator, start_step: int, stop_after_steps: int | None = None,
+             on_step_end: Callable[[int], None] | None = None, show_progress: bool = True,
+             extra_client_state: dict[str, Any] | None = None) -> LoopResult:
+    total = cfg.optim.number_of_steps
+    accum = cfg.optim.gradient_accumulation_steps
+    device = engine.device
+    buckets = SigmaBuckets()
+    result = LoopResult(step=start_step, finished=False)
+    samples_per_step = cfg.optim.batch_size * accum * engine.world_size
+
+    def client_state(step: int) -> dict[str, Any]:
+        return {"step": step, "generator": generator.get_state(), "batches": batches.state_dict(),
+                **(extra_client_state or {})}
+
+    bar = tqdm(total=total, initial=start_step, desc="train", unit="step", disable=not show_progress,
+               dynamic_ncols=True)
+    with _StopFlag() as stop:
+        step = start_step
+        while step < total:
+            started = time.perf_counter()
+            video_losses, audio_losses = [], []
+            for _ in range(accum):
+                batch = next(batches)
+                inputs = mode.prepare(batch, generator)
+                with autocast_for(device, cfg.model.dtype):
+                    video_pred, audio_pred = predict(engine, inputs, batch)
+                parts = compute_loss(video_pred, audio_pred, inputs, cfg.audio.video_loss_weight,
+                                     cfg.audio.audio_loss_weight)
+                engine.backward(parts.total)
+                engine.step()
+                video_losses.append(parts.video)
+                buckets.add("video_loss", inputs.video.sigma, parts.video)
+                if parts.audio is not None:
+                    audio_losses.append(parts.audio)
+                    buckets.add("audio_loss", inputs.audio.sigma, parts.audio)
+            step += 1
+            elapsed = time.perf_counter() - started
+            video_loss = torch.cat(video_losses).mean().item()
+            record = {"loss": video_loss, "video_loss": video_loss, "lr": engine.get_lr()[0],
+                      "step_time": elapsed, "samples_per_s": samples_per_step / elapsed}
+            if audio_losses:
+                record["audio_loss"] = torch.cat(audio_losses).mean().item()
+                record["loss"] = (cfg.audio.video_loss_weight * video_loss
+                                  + cfg.audio.audio_loss_weight * record["audio_loss"])
+            grad_norm = engine.get_global_grad_norm()
+            if grad_norm is not None:
+                record["grad_norm"] = float(grad_norm)
+            if step % cfg.logger.log_every == 0 or step == total:
+                record.update(buckets.flush())
+            metrics.log(step, record)
+            result.losses.append(record["loss"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+
+            stopping = stop.requested or (stop_after_steps is not None and step - start_step >= stop_after_steps)
+            if step % cfg.train.checkpoint_interval == 0 or step == total or stopping:
+                checkpoint.save(engine, ckpt_dir, step, client_state(step), cfg.train.keep_checkpoints)
+            if on_step_end is not None:
+                on_step_end(step)
+            if stopping:
+                log.warning("stopped at step %d of %d; run again with the same run directory to resume", step,
+                            total)
+                break
+    bar.close()
+    result.step = step
+    result.finished = step >= total
+    return result

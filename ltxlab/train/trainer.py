@@ -1,0 +1,95 @@
+"""Training setup around the loop: transformer + LoRA, DeepSpeed engine, resumable data and RNG state."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from peft import LoraConfig as PeftLoraConfig
+from torch import nn
+
+from ltxlab.config.schema import Config
+from ltxlab.data.pipeline import LatentCache
+from ltxlab.errors import ConfigError
+from ltxlab.models.loader import load_transformer
+from ltxlab.modes import ShiftedLogitNormal, build_mode
+from ltxlab.train import checkpoint
+from ltxlab.train.batches import ShardBatches
+from ltxlab.train.engine import build_engine
+from ltxlab.train.lora import attach_lora
+from ltxlab.train.loop import run_loop
+from ltxlab.train.metrics import MetricsLogger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    transformer: nn.Module  # the LoRA-wrapped transformer (unwrapped from the engine)
+    peft_config: PeftLoraConfig
+    finished: bool
+    final_loss: float | None
+    is_main_process: bool
+
+
+def config_dict(cfg: Config) -> dict[str, Any]:
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
+
+
+def run_fingerprint(cfg: Config, data_key: str) -> str:
+    """What a checkpoint must agree on to be resumed: everything that shapes the trajectory."""
+    relevant = {k: v for k, v in config_dict(cfg).items() if k not in ("logger", "validation")}
+    relevant["data_key"] = data_key
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def training_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool = True,
+          stop_after_steps: int | None = None) -> TrainOutcome:
+    device = training_device()
+    transformer = load_transformer(cfg.model).to(device)
+    if cfg.model.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    peft_config = attach_lora(transformer, cfg.lora, seed=cfg.train.seed)
+    engine = build_engine(transformer, cfg.optim, cfg.deepspeed)
+    rank, world = engine.global_rank, engine.world_size
+    batches = ShardBatches(latents.directory, latents.index, cfg.optim.batch_size, cfg.train.seed, engine.device,
+                           rank=rank, world_size=world)
+    # Per-rank streams: ranks must not draw the same σ, noise and first-frame decisions.
+    generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
+    sigmas = ShiftedLogitNormal(cfg.train.sigma_shift_min, cfg.train.sigma_shift_max,
+                                cfg.train.sigma_uniform_fraction)
+    mode = build_mode(cfg.mode.name, cfg.mode.first_frame_conditioning_p, sigmas,
+                      audio_width=transformer.config.audio_in_channels)
+
+    ckpt_dir = run_dir / "checkpoints"
+    fingerprint = run_fingerprint(cfg, latents.key)
+    start_step = 0
+    state = checkpoint.load(engine, ckpt_dir) if cfg.train.resume else None
+    if state is not None:
+        if state.get("fingerprint") != fingerprint:
+            raise ConfigError(f"{ckpt_dir} holds a checkpoint of a different configuration; use a new run "
+                              "directory or set train.resume=false")
+        start_step = state["step"]
+        generator.set_state(state["generator"])
+        batches.load_state_dict(state["batches"])
+
+    metrics = MetricsLogger(cfg.logger, run_dir, config_dict(cfg), enabled=rank == 0)
+    try:
+        result = run_loop(engine, mode, batches, cfg, ckpt_dir, metrics, generator, start_step,
+                          stop_after_steps=stop_after_steps, show_progress=show_progress and rank == 0,
+                          extra_client_state={"fingerprint": fingerprint})
+    finally:
+        metrics.finish()
+    final = result.losses[-1] if result.losses else None
+    return TrainOutcome(transformer=engine.module, peft_config=peft_config, finished=result.finished,
+                        final_loss=final, is_main_process=rank == 0)
