@@ -1,0 +1,473 @@
+"""Safe, streaming media I/O on PyAV (bundled FFmpeg).
+
+Every input is opened through one gate (:func:`_open_input`) that
+
+* accepts only extensions we know and forces a demuxer from an allow-list matching that extension, so FFmpeg
+  never probes: an HLS/ffconcat playlist renamed ``clip.mp4`` cannot select the ``hls``/``concat`` demuxer
+  and is never followed (playlist magic is also sniffed and refused up front);
+* restricts FFmpeg to the ``file`` protocol and opens an absolute path (a relative ``concat:a|b`` name can't
+  select a protocol);
+* enforces :class:`MediaLimits` on file size, stream count, frame dimensions and duration before decoding, and
+  again per decoded frame (headers can lie).
+
+Any failure surfaces as :class:`MediaError` with a one-line reason naming only the file's base name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import wave
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+VIDEO_EXTS = {".mp4", ".mov", ".avi", ".mkv"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg"}
+AUDIO_EXTS = {".wav", ".mp3", ".ogg", ".m4a", ".aac", ".flac"}
+
+# Extension -> demuxers we are willing to use for it (first = default when sniffing is inconclusive).
+# Images use the *_pipe demuxers, which read exactly one file (image2 would expand %d patterns and globs).
+_DEMUXERS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys((".mp4", ".mov", ".m4a"), ("mov",)),
+    **{".mkv": ("matroska",), ".avi": ("avi",), ".wav": ("wav",), ".mp3": ("mp3",), ".ogg": ("ogg",)},
+    **{".flac": ("flac",), ".aac": ("aac", "mov")},  # .aac: raw ADTS, or an MP4 audio file with that name
+    **{".png": ("png_pipe", "jpeg_pipe"), **dict.fromkeys((".jpg", ".jpeg"), ("jpeg_pipe", "png_pipe"))},
+}
+# (offset, magic, demuxer) for sniffing; picks among allowed demuxers and explains refusals.
+_MAGIC = (
+    (0, b"\x89PNG\r\n\x1a\n", "png_pipe"),
+    (0, b"\xff\xd8\xff", "jpeg_pipe"),
+    (0, b"\x1a\x45\xdf\xa3", "matroska"),
+    (0, b"OggS", "ogg"),
+    (0, b"fLaC", "flac"),
+    (8, b"WAVE", "wav"),
+    (8, b"AVI ", "avi"),
+    (0, b"ID3", "mp3"),
+    *((4, atom, "mov") for atom in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot")),
+)
+_PLAYLIST_MAGIC = (b"#EXTM3U", b"#EXT-X-", b"ffconcat", b"[playlist]", b"<?xml", b"<smil", b"#!")
+_SNIFF_BYTES = 64
+
+
+class MediaError(Exception):
+    """A media file that cannot be used (corrupt, truncated, wrong container, over limits)."""
+
+
+@dataclass(frozen=True)
+class MediaLimits:
+    max_width: int = 8192
+    max_height: int = 8192
+    max_pixels_per_frame: int = 7680 * 4320  # 8K UHD
+    max_duration_s: float = 3600.0
+    max_streams: int = 8
+    max_file_bytes: int = 4 * 1024**3
+    max_frames: int = 3600 * 60  # decoded-frame cap, a backstop for streams whose headers lie about duration
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    duration_s: float
+    has_audio: bool
+
+
+# ----------------------------------------------------------------------------------------------------
+# The gate
+
+
+def _sniff(head: bytes) -> str | None:
+    for offset, magic, fmt in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return fmt
+    if len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        return "aac" if head[1] & 0xF6 == 0xF0 else "mp3"  # shared 0xFFF sync word; ADTS has layer bits 00
+    return None
+
+
+def _check_file(path: Path, limits: MediaLimits) -> None:
+    name = path.name
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise MediaError(f"{name}: cannot read file ({e.strerror or type(e).__name__})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise MediaError(f"{name}: not a regular file")
+    if st.st_size == 0:
+        raise MediaError(f"{name}: empty file")
+    if st.st_size > limits.max_file_bytes:
+        raise MediaError(f"{name}: file is {st.st_size} bytes, over the {limits.max_file_bytes}-byte limit")
+
+
+def _ffmpeg_reason(e: BaseException) -> str:
+    # FFmpeg errors embed the full (temp) path; keep only the reason.
+    reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return " ".join(str(reason).split())
+
+
+def _check_streams(container: av.container.InputContainer, name: str, limits: MediaLimits) -> None:
+    streams = container.streams
+    if len(streams) > limits.max_streams:
+        raise MediaError(f"{name}: {len(streams)} streams, over the limit of {limits.max_streams}")
+    for vs in streams.video:
+        _check_dims(vs.codec_context.width, vs.codec_context.height, name, limits)
+    durations = [container.duration / av.time_base] if container.duration else []
+    durations += [float(s.duration * s.time_base) for s in streams if s.duration and s.time_base]
+    if durations and max(durations) > limits.max_duration_s:
+        raise MediaError(
+            f"{name}: duration {max(durations):.1f} s is over the {limits.max_duration_s:g} s limit"
+        )
+
+
+def _check_dims(width: int, height: int, name: str, limits: MediaLimits) -> None:
+    if width <= 0 or height <= 0:
+        raise MediaError(f"{name}: video stream has no valid frame size")
+    if width > limits.max_width or height > limits.max_height or width * height > limits.max_pixels_per_frame:
+        raise MediaError(
+            f"{name}: frame size {width}x{height} is over the limit "
+            f"({limits.max_width}x{limits.max_height}, {limits.max_pixels_per_frame} pixels)"
+        )
+
+
+@contextlib.contextmanager
+def _open_input(
+    path: str | os.PathLike, limits: MediaLimits, exts: set[str]
+) -> Iterator[av.container.InputContainer]:
+    """Open ``path`` for reading through the allow-list; yields the container, closes it on exit."""
+    path = Path(os.path.abspath(path))
+    name, ext = path.name, path.suffix.lower()
+    if ext not in exts or ext not in _DEMUXERS:
+        raise MediaError(f"{name}: unsupported file type {ext or '(none)'!r}")
+    _check_file(path, limits)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError as e:
+        raise MediaError(f"{name}: cannot read file ({e.strerror})") from None
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(_PLAYLIST_MAGIC):
+        raise MediaError(f"{name}: is a playlist/text file, not media; refused")
+    allowed = _DEMUXERS[ext]
+    sniffed = _sniff(head)
+    fmt = sniffed if sniffed in allowed else allowed[0]
+    options = {"protocol_whitelist": "file"}
+    if fmt == "mov":
+        options["enable_drefs"] = "0"  # never follow external data references (the default, made explicit)
+    try:
+        container = av.open(str(path), mode="r", format=fmt, container_options=options)
+    except av.error.FFmpegError as e:
+        looks = f" (content looks like {sniffed})" if sniffed and sniffed not in allowed else ""
+        raise MediaError(f"{name}: not a valid {ext[1:]} file{looks}: {_ffmpeg_reason(e)}") from None
+    try:
+        # PyAV reports the forced name; checked anyway so a future auto-probe path can't slip past.
+        if not set(container.format.name.split(",")) & set(allowed):
+            raise MediaError(f"{name}: container format {container.format.name!r} not allowed for {ext}")
+        _check_streams(container, name, limits)
+        yield container
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{name}: decode failed: {_ffmpeg_reason(e)}") from None
+    finally:
+        container.close()
+
+
+def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    # Honour a full-range tag on plain yuv420p (phones); unspecified ranges default to limited.
+    kwargs = {"src_color_range": frame.color_range} if frame.color_range else {}
+    return frame.to_ndarray(format="rgb24", **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _fps_of(stream: av.video.stream.VideoStream) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate and 0 < float(rate) <= 1000:
+            return float(rate)
+    return 0.0
+
+
+def _decode_checked(
+    c: av.container.InputContainer, stream: av.stream.Stream, name: str
+) -> Iterator[av.frame.Frame]:
+    """Decode one stream; at the end, raise if fewer packets came than the header declares (truncation)."""
+    declared = int(stream.frames or 0)
+    # mov/mp4 sample tables are exact; other containers' counts can be estimates, so allow slack there.
+    slack = 0 if c.format.name == "mov" else max(2, declared // 50)
+    packets = 0
+    for packet in c.demux(stream):
+        if packet.size:
+            packets += 1
+        yield from packet.decode()
+    if declared and packets < declared - slack:
+        raise MediaError(f"{name}: truncated or corrupt: {packets} of {declared} packets present")
+
+
+def probe_video(path: str | os.PathLike, limits: MediaLimits = MediaLimits()) -> VideoInfo:
+    """Size, frame rate, frame count and duration of a video, from its headers (packets counted if needed)."""
+    name = Path(path).name
+    with _open_input(path, limits, VIDEO_EXTS) as c:
+        if not c.streams.video:
+            raise MediaError(f"{name}: no video stream")
+        vs = c.streams.video[0]
+        fps = _fps_of(vs)
+        if fps <= 0:
+            raise MediaError(f"{name}: unknown frame rate")
+        duration = 0.0
+        if vs.duration and vs.time_base:
+            duration = float(vs.duration * vs.time_base)
+        elif c.duration:
+            duration = c.duration / av.time_base
+        num_frames = int(vs.frames or 0)
+        if num_frames <= 0 and duration > 0:
+            num_frames = round(duration * fps)
+        if num_frames <= 0:
+            # Headers know nothing: count packets (demux only, no decode), bounded by the frame cap.
+            for pkt in c.demux(vs):
+                if pkt.size:
+                    num_frames += 1
+                    if num_frames > limits.max_frames:
+                        raise MediaError(f"{name}: more than {limits.max_frames} frames")
+        if num_frames <= 0:
+            raise MediaError(f"{name}: video stream has no frames")
+        if duration <= 0:
+            duration = num_frames / fps
+        return VideoInfo(
+            width=vs.codec_context.width,
+            height=vs.codec_context.height,
+            fps=fps,
+            num_frames=num_frames,
+            duration_s=duration,
+            has_audio=len(c.streams.audio) > 0,
+        )
+
+
+def iter_video_frames(path: str | os.PathLike, limits: MediaLimits = MediaLimits()) -> Iterator[np.ndarray]:
+    """Decode frames one at a time as H×W×3 uint8 RGB (threaded decoder; never holds the whole video).
+
+    Raises :class:`MediaError` mid-iteration on decode errors or over-limit frames, and at the end when the
+    stream delivered fewer packets than its header promised (a truncated file; :func:`probe_video` reads
+    headers only and cannot tell).
+    """
+    name = Path(path).name
+    with _open_input(path, limits, VIDEO_EXTS) as c:
+        if not c.streams.video:
+            raise MediaError(f"{name}: no video stream")
+        vs = c.streams.video[0]
+        vs.thread_type = "AUTO"  # frame + slice threads: decoding uses all cores
+        count = 0
+        for frame in _decode_checked(c, vs, name):
+            _check_dims(frame.width, frame.height, name, limits)
+            count += 1
+            if count > limits.max_frames:
+                raise MediaError(f"{name}: more than {limits.max_frames} frames")
+            if frame.time is not None and frame.time > limits.max_duration_s:
+                raise MediaError(f"{name}: runs past the {limits.max_duration_s:g} s limit")
+            yield _to_rgb(frame)
+        if count == 0:
+            raise MediaError(f"{name}: no decodable video frames")
+
+
+def read_image(path: str | os.PathLike, limits: MediaLimits = MediaLimits()) -> np.ndarray:
+    """Decode a PNG/JPEG still to H×W×3 uint8 RGB (alpha dropped, grey/palette expanded)."""
+    name = Path(path).name
+    with _open_input(path, limits, IMAGE_EXTS) as c:
+        if not c.streams.video:
+            raise MediaError(f"{name}: no image data")
+        for frame in c.decode(c.streams.video[0]):
+            _check_dims(frame.width, frame.height, name, limits)
+            return _to_rgb(frame)
+    raise MediaError(f"{name}: no decodable image")
+
+
+def has_audio_stream(path: str | os.PathLike, limits: MediaLimits = MediaLimits()) -> bool:
+    """Whether a video/audio file carries an audio stream (MediaError if it can't be opened)."""
+    with _open_input(path, limits, VIDEO_EXTS | AUDIO_EXTS) as c:
+        return len(c.streams.audio) > 0
+
+
+def read_audio(
+    path: str | os.PathLike, sample_rate: int = 16000, channels: int = 2, limits: MediaLimits = MediaLimits()
+) -> np.ndarray:
+    """Decode the first audio stream of an audio or video file to float32 ``[channels, T]`` in [-1, 1].
+
+    Resampled with FFmpeg's swresample. Mono sources are duplicated to every output channel at full level
+    (swresample's own upmix would attenuate by 3 dB); sources with more channels are down-mixed by swresample.
+    """
+    if channels not in (1, 2):
+        raise ValueError("channels must be 1 or 2")
+    name = Path(path).name
+    with _open_input(path, limits, VIDEO_EXTS | AUDIO_EXTS) as c:
+        if not c.streams.audio:
+            raise MediaError(f"{name}: no audio stream")
+        stream = c.streams.audio[0]
+        src_channels = stream.codec_context.layout.nb_channels
+        if src_channels <= 0:
+            raise MediaError(f"{name}: audio stream has no channels")
+        layout = "mono" if (src_channels == 1 or channels == 1) else "stereo"
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+        max_samples = int(limits.max_duration_s * sample_rate) + sample_rate
+        chunks: list[np.ndarray] = []
+        total = 0
+
+        def take(frames: list[av.AudioFrame]) -> None:
+            nonlocal total
+            for fr in frames:
+                arr = fr.to_ndarray()
+                total += arr.shape[1]
+                if total > max_samples:
+                    raise MediaError(f"{name}: audio runs past the {limits.max_duration_s:g} s limit")
+                chunks.append(arr)
+
+        for frame in _decode_checked(c, stream, name):
+            take(resampler.resample(frame))
+        take(resampler.resample(None))
+        declared = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else 0.0
+    if not chunks:
+        raise MediaError(f"{name}: no decodable audio")
+    audio = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+    if declared > 0:
+        # Codecs decode whole frames (AAC: 1024 samples); drop the padding past the stream's declared end.
+        audio = audio[:, : max(1, round(declared * sample_rate))]
+    if audio.shape[0] != channels:
+        audio = np.repeat(audio, channels, axis=0)
+    return np.clip(audio, -1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Writing (atomic: a ``.part`` file renamed into place; a crash never leaves a half file under the real name)
+
+
+@contextlib.contextmanager
+def _atomic(path: str | os.PathLike) -> Iterator[Path]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _as_audio(audio: np.ndarray) -> np.ndarray:
+    a = np.asarray(audio, dtype=np.float32)
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2 or a.shape[0] not in (1, 2):
+        raise ValueError(f"audio must be [T] or [C, T] with C in (1, 2), got shape {a.shape}")
+    return np.ascontiguousarray(np.clip(a, -1.0, 1.0))
+
+
+def _even_rgb(frame: np.ndarray) -> np.ndarray:
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frames must be H×W×3 uint8, got {frame.shape} {frame.dtype}")
+    h, w = frame.shape[0] & ~1, frame.shape[1] & ~1  # yuv420p needs even sizes: drop an odd last row/column
+    if h == 0 or w == 0:
+        raise ValueError("frame too small")
+    return np.ascontiguousarray(frame[:h, :w])
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray] | np.ndarray,
+    fps: int | Fraction,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    crf: int = 18,
+    preset: str = "fast",
+    threads: int = 0,
+) -> None:
+    """Write an H.264 (yuv420p) + AAC mp4 with the index up front (``+faststart``), streaming the frames.
+
+    ``frames``: an iterable of H×W×3 uint8 RGB frames or an ``[F, H, W, 3]`` array; odd sizes lose their last
+    row/column. ``audio``: float ``[C, T]`` or ``[T]`` in [-1, 1] (C = 1 or 2) at ``sample_rate``; it is
+    interleaved with the video as it is written, and written whole even if longer than the video.
+    ``threads=0`` lets x264 pick; ``threads=1`` gives byte-identical files run to run (multi-threaded x264
+    was seen to vary its output between identical runs).
+    """
+    pcm = _as_audio(audio) if audio is not None else None
+    rate = Fraction(fps)
+    with (
+        _atomic(path) as tmp,
+        av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out,
+    ):
+        vs = None
+        astream = None
+        if pcm is not None:
+            astream = out.add_stream(
+                "aac", rate=sample_rate, layout="mono" if pcm.shape[0] == 1 else "stereo"
+            )
+            astream.bit_rate = 128_000
+        a_pos = 0
+
+        def push_audio(upto: int) -> None:
+            nonlocal a_pos
+            upto = min(upto, pcm.shape[1])
+            if upto <= a_pos:
+                return
+            fr = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(pcm[:, a_pos:upto]), format="fltp", layout=astream.layout.name
+            )
+            fr.sample_rate, fr.pts, fr.time_base = sample_rate, a_pos, Fraction(1, sample_rate)
+            out.mux(astream.encode(fr))
+            a_pos = upto
+
+        shape = None
+        for n, raw in enumerate(frames, start=1):
+            frame = _even_rgb(np.asarray(raw))
+            if vs is None:
+                shape = frame.shape
+                vs = out.add_stream("libx264", rate=rate)
+                vs.width, vs.height, vs.pix_fmt = shape[1], shape[0], "yuv420p"
+                vs.options = {"crf": str(crf), "preset": preset}
+                vs.codec_context.thread_count = threads
+            elif frame.shape != shape:
+                raise ValueError(f"frame {n - 1} has shape {frame.shape}, expected {shape}")
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            if astream is not None:
+                push_audio(round(n / rate * sample_rate))
+        if vs is None:
+            raise ValueError("write_video needs at least one frame")
+        out.mux(vs.encode(None))
+        if astream is not None:
+            push_audio(pcm.shape[1])
+            out.mux(astream.encode(None))
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
+    """16-bit PCM WAV from float ``[C, T]`` or ``[T]`` in [-1, 1] (stdlib writer: no codec surprises)."""
+    a = _as_audio(audio)
+    pcm = np.round(a.T * 32767.0).astype("<i2")
+    with _atomic(path) as tmp, wave.open(str(tmp), "wb") as w:
+        w.setnchannels(a.shape[0])
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+
+
+def write_image(path: str | os.PathLike, frame: np.ndarray) -> None:
+    """Write an H×W×3 uint8 RGB frame as PNG (lossless), or JPEG if the name ends in .jpg/.jpeg."""
+    arr = np.asarray(frame)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise ValueError(f"image must be H×W×3 uint8, got {arr.shape} {arr.dtype}")
+    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        cc = av.CodecContext.create("mjpeg", "w")
+        cc.pix_fmt, cc.options = "yuvj444p", {"qscale": "2"}
+        vf = vf.reformat(format="yuvj444p")
+    else:
+        cc = av.CodecContext.create("png", "w")
+        cc.pix_fmt = "rgb24"
+    cc.width, cc.height = arr.shape[1], arr.shape[0]
+    cc.time_base = Fraction(1, 25)
+    data = b"".join(bytes(p) for p in cc.encode(vf) + cc.encode(None))
+    with _atomic(path) as tmp:
+        tmp.write_bytes(data)
