@@ -1,0 +1,116 @@
+"""One way to get model components, whatever `model.name` is.
+
+Code outside `ltxlab.models` calls only these functions, so the tiny model (tests, CI, CPU) and the real
+LTX-2.3 share every other line. Every component comes back frozen (`requires_grad=False`, eval mode) in
+`model.dtype`; training adds LoRA adapters on top of the frozen transformer. Nothing is cached: each call
+builds or loads afresh (tiny: identical weights for the same seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from diffusers import (
+    AutoencoderKLLTX2Audio,
+    AutoencoderKLLTX2Video,
+    FlowMatchEulerDiscreteScheduler,
+    LTX2VideoTransformer3DModel,
+)
+
+from ltxlab.errors import ConfigError
+from ltxlab.models import ltx23, tiny
+from ltxlab.models.spec import ModelConfig
+from ltxlab.models.text import TextStack
+
+MODEL_NAMES = ("tiny", "ltx23")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+_TINY_BUILDERS: dict[str, Callable[[int], torch.nn.Module]] = {
+    "transformer": tiny.build_transformer,
+    "connectors": tiny.build_connectors,
+    "video_vae": tiny.build_video_vae,
+    "audio_vae": tiny.build_audio_vae,
+    "vocoder": tiny.build_vocoder,
+    "text_encoder": tiny.build_text_encoder,
+}
+
+
+def torch_dtype(cfg: ModelConfig) -> torch.dtype:
+    """The torch dtype named by `model.dtype`."""
+    if cfg.dtype not in _DTYPES:
+        raise ConfigError(f"model.dtype: {cfg.dtype!r} is not supported; use one of {sorted(_DTYPES)}")
+    return _DTYPES[cfg.dtype]
+
+
+def _check_name(cfg: ModelConfig) -> None:
+    if cfg.name not in MODEL_NAMES:
+        raise ConfigError(f"model.name: unknown model {cfg.name!r}; expected one of {list(MODEL_NAMES)}")
+
+
+def _frozen(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    tensors = [*module.parameters(), *module.buffers()]
+    if any(t.is_floating_point() and t.dtype != dtype for t in tensors):
+        # torch's own `to`: diffusers' override warns about fp32-kept modules even when there are none.
+        torch.nn.Module.to(module, dtype)
+    return module.eval().requires_grad_(False)
+
+
+def _component(cfg: ModelConfig, name: str) -> torch.nn.Module:
+    _check_name(cfg)
+    dtype = torch_dtype(cfg)
+    if cfg.name == "tiny":
+        return _frozen(_TINY_BUILDERS[name](cfg.seed), dtype)
+    return _frozen(ltx23.load_component(cfg, name, dtype), dtype)
+
+
+def load_transformer(cfg: ModelConfig) -> LTX2VideoTransformer3DModel:
+    """The audio-video transformer (the only component training loads)."""
+    model = _component(cfg, "transformer")
+    if cfg.gradient_checkpointing:
+        model.enable_gradient_checkpointing()
+    return model
+
+
+def load_text_stack(cfg: ModelConfig) -> TextStack:
+    """Tokenizer + Gemma 3 + text connectors, checked against `model.max_sequence_length`."""
+    _check_name(cfg)
+    dtype = torch_dtype(cfg)
+    if cfg.name == "tiny":
+        tokenizer, encoder = tiny.build_tokenizer(), tiny.build_text_encoder(cfg.seed)
+    else:
+        tokenizer, encoder = ltx23.load_text_encoder(cfg, dtype)
+    connectors = _component(cfg, "connectors")
+    registers = {
+        connectors.config.video_connector_num_learnable_registers,
+        connectors.config.audio_connector_num_learnable_registers,
+    } - {None}
+    length = cfg.max_sequence_length
+    # Connectors replace padding with learned registers tiled along the sequence: it must divide evenly.
+    if length <= 0 or any(length % r for r in registers):
+        raise ConfigError(
+            f"model.max_sequence_length: {length} must be a positive multiple of the text connectors' "
+            f"{max(registers, default=1)} learnable registers"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    encoder = _frozen(encoder, dtype)
+    return TextStack(tokenizer, text_encoder=encoder, connectors=connectors, max_sequence_length=length)
+
+
+def load_video_vae(cfg: ModelConfig) -> AutoencoderKLLTX2Video:
+    return _component(cfg, "video_vae")
+
+
+def load_audio_vae(cfg: ModelConfig) -> AutoencoderKLLTX2Audio:
+    return _component(cfg, "audio_vae")
+
+
+def load_vocoder(cfg: ModelConfig) -> torch.nn.Module:
+    """`LTX2VocoderWithBWE`: mel (16 kHz frames) -> 48 kHz stereo waveform."""
+    return _component(cfg, "vocoder")
+
+
+def load_scheduler(cfg: ModelConfig) -> FlowMatchEulerDiscreteScheduler:
+    """The LTX-2.3 sampling scheduler (same for tiny: the schedule does not depend on model size)."""
+    _check_name(cfg)
+    return FlowMatchEulerDiscreteScheduler.from_config(ltx23.scheduler_config())
