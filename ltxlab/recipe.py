@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -22,17 +22,23 @@ from ltxlab.train.trainer import train
 
 log = logging.getLogger("ltxlab")
 
+EXIT_RESUMABLE = 75  # EX_TEMPFAIL: stopped early (signal), the same command resumes
 
-def run(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True) -> float | None:
+
+@dataclass
+class RunResult:
+    finished: bool  # False when stopped early by a signal: the same command resumes
+    final_loss: float | None
+
+
+def run(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     latents = build_latents(cfg, run_dir, launch_dir, show_progress=show_progress)
     log.info("latents: %d samples in %s (%s)", latents.index.num_samples, latents.directory,
              "reused cache" if latents.reused else "built")
     outcome = train(cfg, latents, run_dir, show_progress=show_progress)
-    if not outcome.finished:
-        return None
-    if not outcome.is_main_process:
-        return outcome.final_loss
+    if not outcome.finished or not outcome.is_main_process:
+        return RunResult(outcome.finished, outcome.final_loss)
     size = bucket_size(cfg.resolution.name, cfg.resolution.aspect_ratio)
     meta = {"ltxlab_training_type": cfg.mode.name, "ltxlab_trigger_phrase": cfg.data.trigger_phrase,
             "ltxlab_rank": str(cfg.lora.rank), "ltxlab_alpha_baked": "true"}
@@ -44,7 +50,7 @@ def run(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True
                          final_loss=outcome.final_loss)
     outputs.write(run_dir)
     log.info("done: %s", json.dumps(asdict(outputs)))
-    return outcome.final_loss
+    return RunResult(True, outcome.final_loss)
 
 
 def run_from_hydra(dict_cfg: DictConfig) -> float | None:
@@ -53,11 +59,15 @@ def run_from_hydra(dict_cfg: DictConfig) -> float | None:
     launch_dir = Path(hydra_cfg.runtime.cwd)
     try:
         cfg = validate(dict_cfg)
-        return run(cfg, run_dir, launch_dir)
+        result = run(cfg, run_dir, launch_dir, show_progress=cfg.logger.progress_bar)
     except InputError as err:
         # The seeds' 422: bad input is reported in one line, nothing is trained.
         (run_dir / "error.json").write_text(json.dumps({"status": err.code, "error": type(err).__name__,
                                                         "detail": str(err)}))
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    if not result.finished:
+        print("stopped before the last step; run the same command again to resume", file=sys.stderr)
+        sys.exit(EXIT_RESUMABLE)
+    return result.final_loss
 

@@ -65,13 +65,15 @@ def cached_or_build(cache_root: Path, key: str, build: Callable[[Path], ShardInd
     return final, False
 
 
-def link_into(cache_dir: Path, run_shards: Path) -> None:
-    """Make the run directory self-contained: hard-link the cached shards (copy across file systems)."""
-    run_shards.mkdir(parents=True, exist_ok=True)
-    for item in cache_dir.iterdir():
-        if not item.is_file():
+def link_into(cache_dir: Path, target_dir: Path, names: list[str] | None = None) -> None:
+    """Make the run directory self-contained: hard-link cached files (copy across file systems). Without
+    ``names``, the shards and their index."""
+    target_dir.mkdir(parents=True, exist_ok=True)
+    for item in sorted(cache_dir.iterdir()):
+        wanted = item.name in names if names else item.name == INDEX_NAME or item.name.endswith(".tar")
+        if not item.is_file() or not wanted:
             continue
-        target = run_shards / item.name
+        target = target_dir / item.name
         if target.exists():
             continue
         try:

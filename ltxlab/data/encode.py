@@ -10,10 +10,11 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from ltxlab.data.prepare import PreparedClip
+from ltxlab.data.prepared import PreparedClip
 from ltxlab.data.shards import EncodedSample, ShardWriter, sample_key
 from ltxlab.models.codecs import encode_audio, encode_video
 from ltxlab.models.loader import load_audio_vae, load_text_stack, load_video_vae
@@ -34,7 +35,7 @@ def storage_dtype(model: ModelConfig) -> torch.dtype:
     return torch.bfloat16 if model.dtype == "bfloat16" else torch.float32
 
 
-def pixels_from_frames(frames: "torch.Tensor | object") -> torch.Tensor:
+def pixels_from_frames(frames: np.ndarray) -> torch.Tensor:
     """[F, H, W, 3] uint8 → [1, 3, F, H, W] float in [-1, 1]."""
     video = torch.as_tensor(frames).permute(3, 0, 1, 2).unsqueeze(0)
     return video.float().div_(127.5).sub_(1.0)

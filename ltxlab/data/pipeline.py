@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,10 +19,13 @@ from ltxlab.config.schema import Config
 from ltxlab.data.cache import cached_or_build, fingerprint, link_into, source_identity
 from ltxlab.data.encode import Encoder, encode_to_shards
 from ltxlab.data.ingest import ingest
-from ltxlab.data.prepare import PreparePlan, PrepareSettings, iter_prepared, plan, write_debug_archive
+from ltxlab.data.debug import DebugArchiveWriter, write_debug_archive
+from ltxlab.data.prepare import iter_prepared, plan
+from ltxlab.data.prepared import PreparedClip, PreparePlan, PrepareSettings
 from ltxlab.data.sample import make_a2v_dataset, make_i2v_dataset
 from ltxlab.data.shards import ShardIndex, ShardWriter
 from ltxlab.data.sources import resolve_source
+from ltxlab.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +104,16 @@ def build_latents(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: b
         return encode_plan(cfg, prepared_plan, tmp, key, debug, show_progress)
 
     cache_dir, reused = cached_or_build(cache_root, key, build)
-    if debug and not (cache_dir / DEBUG_ARCHIVE).exists():
-        write_debug_archive(prepared_plan, iter_prepared(prepared_plan), cache_dir / DEBUG_ARCHIVE)
     shards_dir = run_dir / "shards"
     link_into(cache_dir, shards_dir)
-    archive = shards_dir / DEBUG_ARCHIVE
-    if debug and not archive.exists():
-        shutil.copy2(cache_dir / DEBUG_ARCHIVE, archive)
     debug_out = None
     if debug:
+        cached_archive = cache_dir / DEBUG_ARCHIVE
+        if not cached_archive.exists():  # cache built without the archive: prepare again, no encoding
+            write_debug_archive(prepared_plan, iter_prepared(prepared_plan), cached_archive)
         debug_out = run_dir / DEBUG_ARCHIVE
-        shutil.move(str(archive), debug_out) if not debug_out.exists() else None
-    index = ShardIndex.load(shards_dir)
-    return LatentCache(directory=shards_dir, index=index, key=key, reused=reused,
+        link_into(cache_dir, run_dir, names=[DEBUG_ARCHIVE])
+    return LatentCache(directory=shards_dir, index=ShardIndex.load(shards_dir), key=key, reused=reused,
                        debug_archive=str(debug_out) if debug_out else None)
 
 
@@ -122,12 +123,10 @@ def encode_plan(cfg: Config, prepared_plan: PreparePlan, out_dir: Path, key: str
     writer = ShardWriter(out_dir, cfg.data.samples_per_shard)
     clips = iter_prepared(prepared_plan)
     if debug:
-        clips = _tee_debug(prepared_plan, clips, out_dir / DEBUG_ARCHIVE)
+        clips = _with_debug_archive(prepared_plan, clips, out_dir / DEBUG_ARCHIVE)
     summary = encode_to_shards(clips, encoder, writer, total=len(prepared_plan.items), show_progress=show_progress)
     shards = writer.close()
     if summary.count == 0:
-        from ltxlab.errors import DatasetError
-
         raise DatasetError("No usable training clips were left after preprocessing")
     index = ShardIndex(fingerprint=key, shards=[name for name, _ in shards], counts=[n for _, n in shards],
                        with_audio=prepared_plan.with_audio, is_image=prepared_plan.is_image,
@@ -137,13 +136,10 @@ def encode_plan(cfg: Config, prepared_plan: PreparePlan, out_dir: Path, key: str
     return index
 
 
-def _tee_debug(prepared_plan: PreparePlan, clips, archive: Path):  # noqa: ANN001, ANN202
-    kept = []
-
-    def gen():  # noqa: ANN202
+def _with_debug_archive(prepared_plan: PreparePlan, clips: Iterator[PreparedClip],
+                        archive: Path) -> Iterator[PreparedClip]:
+    """Pass clips through while streaming each into the debug archive (no second decode)."""
+    with DebugArchiveWriter(prepared_plan, archive) as writer:
         for clip in clips:
-            kept.append(clip)
+            writer.add(clip)
             yield clip
-        write_debug_archive(prepared_plan, kept, archive)
-
-    return gen()

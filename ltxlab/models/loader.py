@@ -114,3 +114,13 @@ def load_scheduler(cfg: ModelConfig) -> FlowMatchEulerDiscreteScheduler:
     """The LTX-2.3 sampling scheduler (same for tiny: the schedule does not depend on model size)."""
     _check_name(cfg)
     return FlowMatchEulerDiscreteScheduler.from_config(ltx23.scheduler_config())
+
+
+def load_pipeline(cfg: ModelConfig):  # noqa: ANN201 - diffusers.LTX2Pipeline
+    """The diffusers ``LTX2Pipeline`` over the same components (used to prove exported LoRAs load there)."""
+    from diffusers import LTX2Pipeline
+
+    text = load_text_stack(cfg)
+    return LTX2Pipeline(scheduler=load_scheduler(cfg), vae=load_video_vae(cfg), audio_vae=load_audio_vae(cfg),
+                        text_encoder=text.text_encoder, tokenizer=text.tokenizer, connectors=text.connectors,
+                        transformer=load_transformer(cfg), vocoder=load_vocoder(cfg))

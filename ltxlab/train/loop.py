@@ -75,6 +75,7 @@ def run_loop(engine: Any, mode: Mode, batches: ShardBatches, cfg: Config, ckpt_d
         step = start_step
         while step < total:
             started = time.perf_counter()
+            lr = engine.get_lr()[0]  # the rate this step uses (the scheduler advances inside engine.step)
             video_losses, audio_losses = [], []
             for _ in range(accum):
                 batch = next(batches)
@@ -93,7 +94,7 @@ def run_loop(engine: Any, mode: Mode, batches: ShardBatches, cfg: Config, ckpt_d
             step += 1
             elapsed = time.perf_counter() - started
             video_loss = torch.cat(video_losses).mean().item()
-            record = {"loss": video_loss, "video_loss": video_loss, "lr": engine.get_lr()[0],
+            record = {"loss": video_loss, "video_loss": video_loss, "lr": lr,
                       "step_time": elapsed, "samples_per_s": samples_per_step / elapsed}
             if audio_losses:
                 record["audio_loss"] = torch.cat(audio_losses).mean().item()

@@ -1,0 +1,286 @@
+"""Decode → fit → attach audio, streamed: one job per source file, ``num_workers`` in flight, in plan order.
+
+A job decodes its source once (even when it was split into several scenes), fits only the frames the plan
+selected into preallocated bucket-sized arrays, and hands each finished clip to the consumer through a small
+bounded queue, so memory holds only kept frames of the few clips in flight, never a whole decoded video.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ltxlab.data.fit import fit_audio, peak_normalize
+from ltxlab.data.media import IMAGE_EXTS, MediaError, iter_video_frames, read_audio, read_image
+from ltxlab.data.prepared import PlanItem, PreparedClip, PreparePlan, PrepareSettings, final_caption
+from ltxlab.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+_DONE = object()
+_QUEUE_DEPTH = 2  # finished clips a job may hold before it waits for the consumer
+_TRAILING_SLACK = (
+    2  # frames a stream may come up short (header estimates) before the clip counts as truncated
+)
+
+
+@dataclass
+class _Skip:
+    name: str
+    reason: str
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _put(q: queue.Queue, obj: object, cancel: threading.Event) -> None:
+    while True:
+        if cancel.is_set():
+            raise _Cancelled
+        try:
+            q.put(obj, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def _jobs(items: list[PlanItem]) -> list[list[PlanItem]]:
+    """Consecutive items from the same source file form one job (their scenes share one decode pass)."""
+    jobs: list[list[PlanItem]] = []
+    for it in items:
+        if jobs and jobs[-1][0].clip is it.clip:
+            jobs[-1].append(it)
+        else:
+            jobs.append([it])
+    return jobs
+
+
+def fit_frame(frame: np.ndarray, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Resize to fill ``width``×``height`` keeping the aspect ratio, then centre-crop (the seeds' rule).
+
+    The rule of ``fit.resize_fill_center_crop``, computed for speed (prepare's hot loop): crop first, so
+    only surviving source pixels are resampled, straight into ``out`` when given; shrink by any whole factor
+    with INTER_AREA's exact-integer fast path (proper anti-aliasing), then bilinear for the rest (< 2x).
+    OpenCV's non-integer INTER_AREA is ~7x slower and cubic ~1.5x slower than this for little visible gain.
+    The crop is rounded to whole source pixels (sub-pixel differences from the resize-first version).
+    """
+    sh, sw = frame.shape[:2]
+    scale = max(width / sw, height / sh)
+    cw, ch = min(sw, max(1, round(width / scale))), min(sh, max(1, round(height / scale)))
+    k = int(1.0 / scale) if scale < 1.0 else 1  # whole shrink factor
+    if k >= 2:
+        cw, ch = cw - cw % k, ch - ch % k  # exact multiples keep OpenCV on its integer-area fast path
+    x0, y0 = (sw - cw) // 2, (sh - ch) // 2
+    src = frame[y0 : y0 + ch, x0 : x0 + cw]
+    if out is None:
+        out = np.empty((height, width, 3), np.uint8)
+    if (cw, ch) == (width, height):
+        out[...] = src
+        return out
+    if k >= 2:
+        src = cv2.resize(src, (cw // k, ch // k), interpolation=cv2.INTER_AREA)
+        if src.shape[:2] == (height, width):
+            out[...] = src
+            return out
+    cv2.resize(src, (width, height), dst=out, interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def _start_frame(it: PlanItem, s: PrepareSettings) -> np.ndarray:
+    """The a2v start image, fitted to the bucket (a _start image, or the first frame of a _start video)."""
+    start = it.clip.start
+    assert start is not None
+    if start.suffix.lower() in IMAGE_EXTS:
+        img = read_image(start, s.limits)
+    else:
+        frames = iter_video_frames(start, s.limits)
+        try:
+            img = next(frames)
+        finally:
+            frames.close()
+    return fit_frame(img, s.width, s.height)
+
+
+def _clip_audio(plan: PreparePlan, it: PlanItem, track: np.ndarray, num_frames: int) -> np.ndarray:
+    """Cut the item's span out of the track and fit it to exactly num_frames / frame_rate seconds."""
+    s = plan.settings
+    sr = s.sample_rate
+    scale = 1.0
+    if s.mode == "a2v" and s.audio_preserve_pitch and it.src_duration_s > 0:
+        # The conditioning audio is fitted (stretched) to the target video's duration: map the span onto it.
+        scale = (track.shape[1] / sr) / it.src_duration_s
+    a = round(it.start_s * scale * sr)
+    b = round((it.start_s + it.duration_s) * scale * sr)
+    piece = track[:, a:b]
+    if (
+        piece.shape[1] < b - a
+    ):  # the track ends before the span does: that is silence, not a reason to stretch
+        piece = np.pad(piece, ((0, 0), (0, b - a - piece.shape[1])))
+    out = fit_audio(piece, sr, num_frames / s.frame_rate, s.audio_preserve_pitch)
+    if s.audio_normalize:
+        out = peak_normalize(out)
+    return out.astype(np.float32, copy=False)
+
+
+def _run_job(plan: PreparePlan, job: list[PlanItem], q: queue.Queue, cancel: threading.Event) -> None:
+    try:
+        for obj in _job_outputs(plan, job, cancel):
+            _put(q, obj, cancel)
+        _put(q, _DONE, cancel)
+    except _Cancelled:
+        return
+    except BaseException as e:  # an internal failure: surfaced to the consumer, which re-raises it
+        try:
+            _put(q, _Failure(e), cancel)
+        except _Cancelled:
+            return
+
+
+def _job_outputs(
+    plan: PreparePlan, job: list[PlanItem], cancel: threading.Event | None = None
+) -> Iterator[PreparedClip | _Skip]:
+    s = plan.settings
+    clip = job[0].clip
+    caption = final_caption(clip.caption, s.trigger_phrase)
+
+    def made(it: PlanItem, frames: np.ndarray, audio: np.ndarray | None) -> PreparedClip:
+        return PreparedClip(it.name, caption, frames, float(s.frame_rate), audio, it.source)
+
+    if plan.is_image:
+        it = job[0]
+        try:
+            img = fit_frame(read_image(clip.media, s.limits), s.width, s.height)
+        except MediaError as e:
+            yield _Skip(it.name, f"unreadable: {e}")
+            return
+        yield made(it, img[None], None)
+        return
+
+    track = None
+    start_img = None
+    try:
+        if plan.with_audio:
+            src = clip.media if s.mode == "i2v" else (clip.audio or clip.start)
+            assert src is not None
+            track = read_audio(src, s.sample_rate, 2, s.limits)
+        if any(it.use_start for it in job):
+            start_img = _start_frame(job[0], s)
+    except MediaError as e:
+        for it in job:
+            yield _Skip(it.name, f"unreadable: {e}")
+        return
+
+    n = s.number_of_frames
+    # Where each needed source frame goes: source index -> [(item number, output position)].
+    wanted: dict[int, list[tuple[int, int]]] = {}
+    for k, it in enumerate(job):
+        for pos, idx in enumerate(it.indices):
+            wanted.setdefault(idx, []).append((k, pos))
+    last_needed = [max(it.indices) for it in job]
+    bufs: list[np.ndarray | None] = [None] * len(job)
+    filled = [0] * len(job)
+    emitted = 0
+    stop = max(last_needed)
+    seen = -1
+    error: MediaError | None = None
+    frames = iter_video_frames(clip.media, s.limits)
+    try:
+        for i, frame in enumerate(frames):
+            seen = i
+            targets = wanted.get(i)
+            if targets:
+                first: np.ndarray | None = None
+                for k, pos in targets:
+                    if bufs[k] is None:
+                        bufs[k] = np.empty((n, s.height, s.width, 3), np.uint8)
+                    if first is None:  # fit straight into the clip's buffer; repeats (auto-scale) copy it
+                        first = fit_frame(frame, s.width, s.height, out=bufs[k][pos])
+                    else:
+                        bufs[k][pos] = first
+                    filled[k] += 1
+            # Hand over every item whose frames are complete, in order, as soon as possible.
+            while emitted < len(job) and last_needed[emitted] <= i:
+                yield _finish(plan, job[emitted], bufs[emitted], track, start_img, made)
+                bufs[emitted] = None
+                emitted += 1
+            if i >= stop:
+                break
+            if cancel is not None and cancel.is_set():
+                raise _Cancelled  # the consumer went away: stop decoding now, not at the next clip
+    except MediaError as e:
+        error = e
+    finally:
+        frames.close()
+    for k in range(emitted, len(job)):
+        it = job[k]
+        buf = bufs[k]
+        short = last_needed[k] - seen
+        if error is None and buf is not None and 0 < short <= _TRAILING_SLACK and filled[k] > 0:
+            # The header promised a frame or two more than the stream holds: repeat the last real frame.
+            last_pos = max(p for p, idx in enumerate(it.indices) if idx <= seen)
+            for p, idx in enumerate(it.indices):
+                if idx > seen:
+                    buf[p] = buf[last_pos]
+            yield _finish(plan, it, buf, track, start_img, made)
+        else:
+            why = str(error) if error else f"{clip.media.name}: stream ended after {seen + 1} frames"
+            yield _Skip(it.name, f"truncated or corrupt: {why}")
+        bufs[k] = None
+
+
+def _finish(
+    plan: PreparePlan,
+    it: PlanItem,
+    buf: np.ndarray,
+    track: np.ndarray | None,
+    start_img: np.ndarray | None,
+    made: Callable[[PlanItem, np.ndarray, np.ndarray | None], PreparedClip],
+) -> PreparedClip:
+    if it.use_start and start_img is not None:
+        buf[0] = start_img  # the a2v assembly: the start image is the clip's first frame
+    audio = _clip_audio(plan, it, track, buf.shape[0]) if track is not None else None
+    return made(it, buf, audio)
+
+
+def run_items(plan: PreparePlan) -> Iterator[PreparedClip]:
+    """Yield a PreparedClip per plan item (skipping, and recording in ``plan.skipped``, those that fail)."""
+    jobs = _jobs(plan.items)
+    workers = max(1, plan.settings.num_workers)
+    cancel = threading.Event()
+    queues: list[queue.Queue] = [queue.Queue(maxsize=_QUEUE_DEPTH) for _ in jobs]
+    produced = 0
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
+    submitted = 0
+    try:
+        for k in range(len(jobs)):
+            while submitted < len(jobs) and submitted < k + workers:
+                pool.submit(_run_job, plan, jobs[submitted], queues[submitted], cancel)
+                submitted += 1
+            while (msg := queues[k].get()) is not _DONE:
+                if isinstance(msg, _Failure):
+                    raise msg.error
+                if isinstance(msg, _Skip):
+                    plan.skipped.append((msg.name, msg.reason))
+                    log.warning("Skipping %s: %s", msg.name, msg.reason)
+                    continue
+                produced += 1
+                yield msg
+    finally:
+        cancel.set()  # unblocks workers waiting on a full queue if the consumer stopped early
+        pool.shutdown(wait=True, cancel_futures=True)
+    if produced == 0:
+        reasons = "; ".join(f"{n}: {r}" for n, r in plan.skipped[-3:])
+        raise DatasetError(f"No usable training clips: every planned clip failed to decode ({reasons})")

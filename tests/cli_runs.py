@@ -1,0 +1,27 @@
+"""Running the real CLI (``python -m ltxlab``) from tests, with a shared latent cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(run_dir: Path, cache_dir: Path, *overrides: str, check: bool = True,
+        timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, "-m", "ltxlab", "logger=none", "logger.progress_bar=false",
+            f"hydra.run.dir={run_dir}", f"data.cache_dir={cache_dir}", *overrides]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ltxlab exited {proc.returncode}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def losses(run_dir: Path) -> list[float]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines]
