@@ -95,7 +95,7 @@ def run_loop(engine: Any, mode: Mode, batches: ShardBatches, cfg: Config, ckpt_d
             elapsed = time.perf_counter() - started
             video_loss = torch.cat(video_losses).mean().item()
             record = {"loss": video_loss, "video_loss": video_loss, "lr": lr,
-                      "step_time": elapsed, "samples_per_s": samples_per_step / elapsed}
+                      "step_time": elapsed, "samples_per_s": samples_per_step / elapsed, "time": time.time()}
             if audio_losses:
                 record["audio_loss"] = torch.cat(audio_losses).mean().item()
                 record["loss"] = (cfg.audio.video_loss_weight * video_loss
