@@ -11,11 +11,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(run_dir: Path, cache_dir: Path, *overrides: str, check: bool = True,
-        timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    args = [sys.executable, "-m", "ltxlab", "logger=none", "logger.progress_bar=false",
+def cli(run_dir: Path, cache_dir: Path, *overrides: str, check: bool = True, timeout: float = 600,
+        logger: str = "none") -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, "-m", "ltxlab", f"logger={logger}", "logger.progress_bar=false",
             f"hydra.run.dir={run_dir}", f"data.cache_dir={cache_dir}", *overrides]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # Never reach the network from tests, even where the developer has a W&B key.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline")
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"ltxlab exited {proc.returncode}\n{proc.stderr[-4000:]}")

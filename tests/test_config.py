@@ -36,7 +36,7 @@ def test_every_combination_composes_and_validates(compose_cfg) -> None:
         cfg = compose_cfg(*overrides)
         choice = dict(zip(names, combo, strict=True))
         if choice["mode"] == "a2v" and choice["audio"] == "off":
-            with pytest.raises(ConfigError, match="audio.with_audio=false is not allowed with mode=a2v"):
+            with pytest.raises(ConfigError, match=r"audio.with_audio=false is not allowed with mode=a2v"):
                 validate(cfg)
             continue
         typed = validate(cfg)
@@ -101,7 +101,8 @@ def test_aspect_ratio_override_from_the_command_line(compose_cfg) -> None:
     ("data.number_of_frames=122", r"data.number_of_frames=122 is out of range"),
     ("data.frame_rate=7", r"data.frame_rate=7 is out of range: allowed 8–60"),
     ("data.frame_rate=61", r"data.frame_rate=61 is out of range"),
-    ("data.split_input_duration_threshold=0.5", r"split_input_duration_threshold=0.5 is out of range: allowed 1.0–60.0"),
+    ("data.split_input_duration_threshold=0.5",
+     r"split_input_duration_threshold=0.5 is out of range: allowed 1.0–60.0"),
     ("validation.stg_scale=3.5", r"validation.stg_scale=3.5 is out of range: allowed 0.0–3.0"),
     ("validation.number_of_frames=200", r"validation.number_of_frames=200 is out of range"),
     ("validation.frame_rate=100", r"validation.frame_rate=100 is out of range"),

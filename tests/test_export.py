@@ -19,7 +19,7 @@ from ltxlab.train.step import predict
 MODEL = ModelConfig()
 
 
-def random_inputs(transformer) -> tuple:  # noqa: ANN001
+def random_inputs(transformer) -> tuple:
     g = torch.Generator().manual_seed(3)
     cfg = transformer.config
     f, h, w = 2, 2, 2

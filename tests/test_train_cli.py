@@ -26,9 +26,9 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory, cache_dir) -> Path:
-    """``python -m ltxlab`` with the embedded defaults (W&B off, progress bars off)."""
+    """``python -m ltxlab`` with the embedded defaults (W&B offline, progress bars off)."""
     run_dir = tmp_path_factory.mktemp("demo") / "run"
-    cli(run_dir, cache_dir)
+    cli(run_dir, cache_dir, logger="wandb")
     return run_dir
 
 
@@ -45,6 +45,15 @@ def test_demo_leaves_lora_config_and_shards(demo_run: Path) -> None:
     assert all((demo_run / "shards" / s).exists() for s in index["shards"])
     keys = load_file(result["lora_file"])
     assert keys and all(k.startswith("diffusion_model.") for k in keys)
+
+
+def test_demo_logs_to_wandb_offline(demo_run: Path) -> None:
+    runs = list((demo_run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    last = json.loads((demo_run / "metrics.jsonl").read_text().splitlines()[-1])
+    for key in ("loss", "video_loss", "audio_loss", "lr", "grad_norm", "step_time", "samples_per_s"):
+        assert key in last, key
+    assert any(k.startswith("video_loss_sigma_") for k in last)  # per-σ-bucket loss
 
 
 def test_demo_losses_match_golden_and_converge(demo_run: Path) -> None:

@@ -30,13 +30,13 @@ from ltxlab.train.trainer import train
 REPO = Path(__file__).resolve().parents[1]
 
 
-def framework_step(cfg, latents, run_dir: Path, warmup: int) -> float:  # noqa: ANN001
+def framework_step(cfg, latents, run_dir: Path, warmup: int) -> float:
     train(cfg, latents, run_dir, show_progress=True)
     times = [m["time"] for m in read_metrics(run_dir)]
     return (times[-1] - times[warmup]) / (len(times) - 1 - warmup)
 
 
-def bare_step(cfg, latents, steps: int, warmup: int) -> float:  # noqa: ANN001
+def bare_step(cfg, latents, steps: int, warmup: int) -> float:
     transformer = load_transformer(cfg.model)
     attach_lora(transformer, cfg.lora, seed=cfg.train.seed)
     params = [p for p in transformer.parameters() if p.requires_grad]

@@ -17,9 +17,9 @@ import torch
 from ltxlab.config.resolution import bucket_size
 from ltxlab.config.schema import Config
 from ltxlab.data.cache import cached_or_build, fingerprint, link_into, source_identity
+from ltxlab.data.debug import DebugArchiveWriter, write_debug_archive
 from ltxlab.data.encode import Encoder, encode_to_shards
 from ltxlab.data.ingest import ingest
-from ltxlab.data.debug import DebugArchiveWriter, write_debug_archive
 from ltxlab.data.prepare import iter_prepared, plan
 from ltxlab.data.prepared import PreparedClip, PreparePlan, PrepareSettings
 from ltxlab.data.sample import make_a2v_dataset, make_i2v_dataset
@@ -84,8 +84,6 @@ def build_latents(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: b
         downloaded = run_dir / "work" / "download" / "dataset.zip"
         identity = source_identity(str(downloaded if downloaded.exists() else cfg.data.source))
     dataset = ingest(root, cfg.mode.name, cfg.data.trigger_phrase)
-    for warning in dataset.warnings:
-        log.warning(warning)
     settings = prepare_settings(cfg)
     prepared_plan = plan(dataset, settings)
     for warning in prepared_plan.warnings:

@@ -26,7 +26,8 @@ SHARD_PATTERN = "shard-%06d.tar"
 @dataclass
 class EncodedSample:
     key: str
-    tensors: dict[str, torch.Tensor]  # video [C,F,H,W], audio [L,D]?, text_video [S,Dv], text_audio [S,Da], text_mask [S]
+    # video [C,F,H,W], audio [L,D] (when on), text_video [S,Dv], text_audio [S,Da], text_mask [S]
+    tensors: dict[str, torch.Tensor]
     meta: dict[str, Any]
 
 

@@ -116,7 +116,7 @@ def load_scheduler(cfg: ModelConfig) -> FlowMatchEulerDiscreteScheduler:
     return FlowMatchEulerDiscreteScheduler.from_config(ltx23.scheduler_config())
 
 
-def load_pipeline(cfg: ModelConfig):  # noqa: ANN201 - diffusers.LTX2Pipeline
+def load_pipeline(cfg: ModelConfig):
     """The diffusers ``LTX2Pipeline`` over the same components (used to prove exported LoRAs load there)."""
     from diffusers import LTX2Pipeline
 

@@ -35,7 +35,7 @@ def ensure_process_group_env() -> None:
     os.environ.setdefault("MASTER_PORT", str(_free_port()))
 
 
-def lr_lambda(cfg: OptimConfig):  # noqa: ANN201 - returns the multiplier function for LambdaLR
+def lr_lambda(cfg: OptimConfig):
     total, warmup, floor = cfg.number_of_steps, cfg.warmup_steps, cfg.min_lr_ratio
 
     def multiplier(step: int) -> float:
@@ -64,7 +64,7 @@ def deepspeed_config(base: dict[str, Any], optim: OptimConfig) -> dict[str, Any]
     return config
 
 
-def build_engine(model: nn.Module, optim: OptimConfig, ds_base: dict[str, Any]):  # noqa: ANN201
+def build_engine(model: nn.Module, optim: OptimConfig, ds_base: dict[str, Any]):
     """Return a ``deepspeed.DeepSpeedEngine`` training only the parameters that require grad."""
     import deepspeed  # heavy import, deferred so config tooling stays fast
 

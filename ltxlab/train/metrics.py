@@ -5,9 +5,11 @@ W&B runs offline automatically when no API key is configured, so a run never blo
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
+import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ class SigmaBuckets:
 
     def add(self, prefix: str, sigma: torch.Tensor, loss: torch.Tensor) -> None:
         for s, value in zip(sigma.tolist(), loss.tolist(), strict=True):
-            for lo, hi in zip(SIGMA_BUCKETS, SIGMA_BUCKETS[1:], strict=False):
+            for lo, hi in itertools.pairwise(SIGMA_BUCKETS):
                 if lo <= s < hi or (hi == 1.0 and s == 1.0):
                     key = f"{prefix}_sigma_{lo:.2f}-{hi:.2f}"
                     self.sums[key] += value
@@ -59,6 +61,9 @@ class MetricsLogger:
             return
         import wandb
 
+        # Keep W&B's cache/config/staging inside the run directory unless the user chose elsewhere.
+        for var, sub in (("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_DATA_DIR", "data")):
+            os.environ.setdefault(var, str(run_dir / "wandb" / sub))
         mode = os.environ.get("WANDB_MODE") or ("online" if _wandb_has_key() else "offline")
         self._wandb = wandb.init(project=cfg.project, group=cfg.group, config=config, dir=str(run_dir),
                                  mode=mode, name=run_dir.name, resume="allow", id=_run_id(run_dir))
@@ -89,9 +94,7 @@ def _run_id(run_dir: Path) -> str:
     id_file = run_dir / ".wandb_id"
     if id_file.exists():
         return id_file.read_text().strip()
-    import wandb
-
-    run_id = wandb.util.generate_id()
+    run_id = uuid.uuid4().hex[:12]
     id_file.write_text(run_id)
     return run_id
 

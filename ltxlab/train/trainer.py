@@ -22,8 +22,8 @@ from ltxlab.modes import ShiftedLogitNormal, build_mode
 from ltxlab.train import checkpoint
 from ltxlab.train.batches import ShardBatches
 from ltxlab.train.engine import build_engine
-from ltxlab.train.lora import attach_lora
 from ltxlab.train.loop import run_loop
+from ltxlab.train.lora import attach_lora
 from ltxlab.train.metrics import MetricsLogger
 
 log = logging.getLogger(__name__)
