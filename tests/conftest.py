@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,11 +16,27 @@ CONF_DIR = REPO / "conf"
 
 
 @pytest.fixture(scope="session")
-def compose_cfg() -> Callable[..., DictConfig]:
+def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
     register_configs()
 
     def _compose(*overrides: str) -> DictConfig:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=list(overrides))
 
-    return _compose
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield _compose
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One latent cache for every CLI run of the session: runs after the first reuse its shards."""
+    return tmp_path_factory.mktemp("latent-cache")
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory, cache_dir) -> Path:
+    """``python -m ltxlab`` with the embedded defaults (W&B offline, progress bars off)."""
+    from tests.cli_runs import cli
+
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    cli(run_dir, cache_dir, logger="wandb")
+    return run_dir

@@ -19,19 +19,6 @@ from tests.cli_runs import REPO, cli, losses
 GOLDEN = Path(__file__).parent / "golden" / "i2v_demo_losses.json"
 
 
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("latent-cache")
-
-
-@pytest.fixture(scope="session")
-def demo_run(tmp_path_factory, cache_dir) -> Path:
-    """``python -m ltxlab`` with the embedded defaults (W&B offline, progress bars off)."""
-    run_dir = tmp_path_factory.mktemp("demo") / "run"
-    cli(run_dir, cache_dir, logger="wandb")
-    return run_dir
-
-
 def test_demo_leaves_lora_config_and_shards(demo_run: Path) -> None:
     result = json.loads((demo_run / "result.json").read_text())
     assert result["billable_units"] == 100

@@ -109,13 +109,13 @@ def _stg_blocks(transformer: nn.Module, request: SampleRequest) -> list[int]:
         return []
     if not getattr(transformer.config, "perturbed_attn", False):
         warnings.warn("STG skipped: the transformer was built without perturbed_attn, so STG would change nothing",
-                      stacklevel=3)
+                      stacklevel=4)
         return []
     layers = int(transformer.config.num_layers)
     clipped = sorted({min(max(int(b), 0), layers - 1) for b in request.stg_blocks})
     if any(not 0 <= int(b) < layers for b in request.stg_blocks):
         warnings.warn(f"STG blocks {list(request.stg_blocks)} are outside the model's {layers} layers; "
-                      f"clipped to {clipped}", stacklevel=3)
+                      f"clipped to {clipped}", stacklevel=4)
     return clipped
 
 

@@ -36,7 +36,7 @@ def collate(samples: list[EncodedSample], device: torch.device, fps: float) -> L
 
 class ShardBatches:
     def __init__(self, directory: Path, index: ShardIndex, batch_size: int, seed: int, device: torch.device,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, memory_budget_bytes: int = 2 << 30) -> None:
         per_epoch = index.num_samples // (batch_size * world_size)
         if per_epoch == 0:
             raise ValueError(f"{index.num_samples} cached samples cannot fill one batch of {batch_size} on "
@@ -47,6 +47,9 @@ class ShardBatches:
         self.batches_per_epoch = per_epoch
         self.epoch, self.consumed = 0, 0  # consumed = batches taken in the current epoch
         self._iter: Iterator[LatentBatch] | None = None
+        # LoRA datasets are often a few dozen clips: keep decoded shards in memory when they fit the budget.
+        size = sum((directory / name).stat().st_size for name in index.shards)
+        self._memory: dict[int, list[EncodedSample]] | None = {} if size <= memory_budget_bytes else None
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "consumed": self.consumed}
@@ -58,9 +61,17 @@ class ShardBatches:
     def _epoch_samples(self, epoch: int) -> Iterator[EncodedSample]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         for shard_id in torch.randperm(len(self.index.shards), generator=generator).tolist():
-            samples = list(read_shard(self.directory / self.index.shards[shard_id]))
+            samples = self._shard(shard_id)
             for i in torch.randperm(len(samples), generator=generator).tolist():
                 yield samples[i]
+
+    def _shard(self, shard_id: int) -> list[EncodedSample]:
+        if self._memory is not None and shard_id in self._memory:
+            return self._memory[shard_id]
+        samples = list(read_shard(self.directory / self.index.shards[shard_id]))
+        if self._memory is not None:
+            self._memory[shard_id] = samples
+        return samples
 
     def _epoch_batches(self, epoch: int, skip: int) -> Iterator[LatentBatch]:
         group = self.batch_size * self.world_size

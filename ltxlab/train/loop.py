@@ -102,14 +102,17 @@ def run_loop(engine: Any, mode: Mode, batches: ShardBatches, cfg: Config, ckpt_d
             grad_norm = engine.get_global_grad_norm()
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)
-            if step % cfg.logger.log_every == 0 or step == total:
+            at_log_point = step % cfg.logger.log_every == 0 or step == total
+            if at_log_point:
                 record.update(buckets.flush())
             metrics.log(step, record)
             result.losses.append(record["loss"])
             bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
 
             stopping = stop.requested or (stop_after_steps is not None and step - start_step >= stop_after_steps)
+            if at_log_point or stopping:
+                metrics.flush()
             if step % cfg.train.checkpoint_interval == 0 or step == total or stopping:
                 checkpoint.save(engine, ckpt_dir, step, client_state(step), cfg.train.keep_checkpoints)
             if on_step_end is not None:

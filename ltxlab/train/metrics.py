@@ -56,6 +56,7 @@ class MetricsLogger:
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict[str, Any], enabled: bool = True) -> None:
         self.enabled = enabled  # rank 0 only
         self.path = run_dir / "metrics.jsonl"
+        self._file = self.path.open("a") if enabled else None
         self._wandb = None
         if not enabled or cfg.name != "wandb":
             return
@@ -72,8 +73,8 @@ class MetricsLogger:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        assert self._file is not None
+        self._file.write(json.dumps({"step": step, **metrics}) + "\n")
         if self._wandb is not None:
             self._wandb.log(metrics, step=step)
 
@@ -83,7 +84,14 @@ class MetricsLogger:
 
             self._wandb.log({key: wandb.Video(str(path), format="mp4")}, step=step)
 
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
     def finish(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None

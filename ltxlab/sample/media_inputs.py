@@ -1,0 +1,113 @@
+"""Inputs of a preview or a generate run: the start image and the a2v conditioning audio, from a path or a URL.
+
+URLs must be https (downloaded with the dataset downloader's caps into ``work_dir/inputs``); every file is then
+opened through `ltxlab.data.media`'s allow-listed readers, so a URL cannot smuggle in a playlist or an odd
+container. The fitting is the training data's, so a preview conditions the model the way training did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from ltxlab.data.fit import fit_audio, peak_normalize, resize_fill_center_crop
+from ltxlab.data.media import (
+    AUDIO_EXTS,
+    IMAGE_EXTS,
+    VIDEO_EXTS,
+    MediaError,
+    iter_video_frames,
+    read_audio,
+    read_image,
+)
+from ltxlab.data.sources import SourceLimits, download
+from ltxlab.errors import DatasetError, InputError
+
+AUDIO_SAMPLE_RATE = 16000  # the audio VAE's input rate
+INPUT_LIMITS = SourceLimits(max_download_bytes=1024**3, download_timeout_s=600.0)
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text
+
+
+def fetch_input(url_or_path: str | Path, work_dir: Path, allowed_exts: set[str], what: str) -> Path:
+    """A local file for ``url_or_path``: an existing path as is, an https URL downloaded into work_dir/inputs.
+
+    The extension (from the URL's path) must be one of ``allowed_exts``: it selects the demuxer allow-list.
+    Raises `InputError` with a one-line reason (as do the loaders below, for unreadable media).
+    """
+    text = str(url_or_path).strip()
+    if not text:
+        raise InputError(f"no {what} given")
+    if not _is_url(text):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise InputError(f"{what} not found: {text}")
+        if path.suffix.lower() not in allowed_exts:
+            raise InputError(f"{what} {path.name}: unsupported file type; expected one of {sorted(allowed_exts)}")
+        return path
+    parsed = urlparse(text)
+    if parsed.scheme.lower() != "https":
+        raise InputError(f"{what} URL must be https://, got {parsed.scheme}://")
+    ext = Path(parsed.path).suffix.lower()
+    if ext not in allowed_exts:
+        raise InputError(f"{what} URL must end in one of {sorted(allowed_exts)} (got {Path(parsed.path).name!r})")
+    # Named by a hash of the URL: two samples may share a base name, and signed query strings stay out of paths.
+    dest = Path(work_dir) / "inputs" / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}{ext}"
+    if dest.is_file():
+        return dest
+    try:
+        download(text, dest, INPUT_LIMITS)
+    except DatasetError as e:
+        # The downloader was written for dataset zips and rejects anything else after saving it; a media file is
+        # validated by the media readers instead. Every other failure (scheme, size, HTTP) is real.
+        if not (dest.is_file() and "not a zip archive" in str(e)):
+            raise InputError(f"{what}: {e}") from None
+    return dest
+
+
+def load_start_image(url_or_path: str | Path, width: int, height: int, work_dir: Path) -> np.ndarray:
+    """The first-frame image as H×W×3 uint8 RGB at exactly ``width``×``height``.
+
+    Resized to fill and centre-cropped like training clips (`fit.resize_fill_center_crop`). A video file is
+    accepted too (its first frame is used), like the a2v datasets' ``_start.mp4``.
+    """
+    path = fetch_input(url_or_path, work_dir, IMAGE_EXTS | VIDEO_EXTS, "start image")
+    try:
+        if path.suffix.lower() in IMAGE_EXTS:
+            frame = read_image(path)
+        else:
+            frames = iter_video_frames(path)
+            try:
+                frame = next(frames)
+            finally:
+                frames.close()
+    except MediaError as e:
+        raise InputError(f"start image: {e}") from None
+    return resize_fill_center_crop(frame, width, height)
+
+
+def load_conditioning_audio(url_or_path: str | Path, duration_s: float, work_dir: Path, normalize: bool = True,
+                            preserve_pitch: bool = True) -> np.ndarray:
+    """The a2v conditioning audio as float32 [2, round(duration_s·16000)] at 16 kHz.
+
+    The documented fitting, the same as training's (`ltxlab.data.assemble`), in this order:
+    1. decode the first audio stream to 16 kHz stereo (mono is duplicated to both channels);
+    2. fit to exactly the clip duration (``num_frames / fps``): with ``preserve_pitch`` the whole track is
+       time-stretched (FFmpeg atempo, pitch kept) unless it is already within 1 % of the duration, in which case
+       it is trimmed/padded; without it the end is trimmed or zero-padded (`fit.fit_audio`);
+    3. with ``normalize``, peak-normalise to 0.99 (silence stays silent; `fit.peak_normalize`).
+    """
+    path = fetch_input(url_or_path, work_dir, AUDIO_EXTS | VIDEO_EXTS, "conditioning audio")
+    try:
+        audio = read_audio(path, AUDIO_SAMPLE_RATE, 2)
+    except MediaError as e:
+        raise InputError(f"conditioning audio: {e}") from None
+    audio = fit_audio(audio, AUDIO_SAMPLE_RATE, duration_s, preserve_pitch)
+    if normalize:
+        audio = peak_normalize(audio)
+    return audio.astype(np.float32, copy=False)

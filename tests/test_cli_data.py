@@ -1,0 +1,57 @@
+"""The CLI's data stage end to end: a2v, the debug archive, and bad datasets failing before training."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ltxlab.data.media import write_image
+from ltxlab.data.sample import make_i2v_dataset
+from tests.cli_runs import cli, losses
+
+
+def test_a2v_trains_video_only_with_frozen_audio(cache_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "a2v"
+    cli(run_dir, cache_dir, "mode=a2v")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["training_type"] == "a2v" and config["audio_conditioning"] is True
+    assert config["first_frame_conditioning_p"] == 1.0
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all("audio_loss" not in r for r in records)  # the conditioning audio is never in the loss
+    got = losses(run_dir)
+    assert sum(got[-20:]) < sum(got[:20])
+    index = json.loads((run_dir / "shards" / "index.json").read_text())
+    assert index["with_audio"] and index["audio_latent_shape"]
+
+
+def test_debug_archive_from_a_cached_dataset(demo_run: Path, cache_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "debug"
+    proc = cli(run_dir, cache_dir, "data.debug_dataset=true")
+    assert "reused cache" in proc.stdout + proc.stderr
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["debug_dataset"] == str(run_dir / "debug_dataset.zip")
+    with zipfile.ZipFile(run_dir / "debug_dataset.zip") as archive:
+        names = archive.namelist()
+        manifest = json.loads(archive.read("manifest.json"))
+    assert sum(n.endswith(".mp4") for n in names) == 12 and sum(n.endswith(".txt") for n in names) == 12
+    assert len(manifest["kept"]) == 12
+
+
+def test_bad_dataset_fails_before_training_and_writes_nothing_outside(tmp_path: Path) -> None:
+    source = tmp_path / "mixed"
+    make_i2v_dataset(source, num_clips=3, seconds=1.0)
+    write_image(source / "still.png", np.zeros((64, 64, 3), dtype=np.uint8))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    source_files = sorted(p.name for p in source.iterdir())
+    run_dir = tmp_path / "run"
+    proc = cli(run_dir, tmp_path / "cache", f"data.source={source}", check=False)
+    assert proc.returncode == 2
+    assert "error: Dataset mixes videos and images" in proc.stderr
+    error = json.loads((run_dir / "error.json").read_text())
+    assert error["status"] == 422 and "mixes videos and images" in error["detail"]
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "lora.safetensors").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "run"])  # no cache written
+    assert sorted(p.name for p in source.iterdir()) == source_files  # the source folder is untouched
