@@ -29,9 +29,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ltxlab.models.codecs import SAMPLE_RATE, audio_latent_length, pack_video, unpack_video
+from ltxlab.models.forward import call_transformer
 from ltxlab.models.text import PromptEmbeddings
-
-TIMESTEP_SCALE = 1000.0  # the 2.3 transformer takes σ and timesteps ×1000 (same rule as ltxlab.train.step)
 
 
 @dataclass
@@ -171,28 +170,11 @@ def _forward(transformer: nn.Module, text: PromptEmbeddings, video: Tensor, audi
     def rep(x: Tensor) -> Tensor:
         return x.expand(batch, *x.shape[1:])
 
-    frames, height, width = plan.latent_shape
-    video_pred, audio_pred = transformer(
-        hidden_states=rep(video).to(dtype),
-        audio_hidden_states=rep(audio).to(dtype),
-        encoder_hidden_states=text.video,
-        audio_encoder_hidden_states=text.audio,
-        encoder_attention_mask=text.mask,
-        audio_encoder_attention_mask=text.mask,
-        timestep=rep(video_t) * TIMESTEP_SCALE,
-        audio_timestep=rep(audio_t) * TIMESTEP_SCALE,
-        sigma=rep(sigma) * TIMESTEP_SCALE,
-        audio_sigma=rep(audio_sigma) * TIMESTEP_SCALE,
-        num_frames=frames,
-        height=height,
-        width=width,
-        fps=request.fps,
-        audio_num_frames=audio.shape[1],
-        isolate_modalities=isolate,
-        spatio_temporal_guidance_blocks=stg_blocks,
-        use_cross_timestep=True,
-        return_dict=False,
-    )
+    video_pred, audio_pred = call_transformer(
+        transformer, video=rep(video).to(dtype), audio=rep(audio).to(dtype), text_video=text.video,
+        text_audio=text.audio, text_mask=text.mask, video_timesteps=rep(video_t), audio_timesteps=rep(audio_t),
+        sigma=rep(sigma), audio_sigma=rep(audio_sigma), video_shape=plan.latent_shape, fps=request.fps,
+        isolate_modalities=isolate, stg_blocks=stg_blocks)
     return video_pred.float(), audio_pred.float()
 
 

@@ -1,4 +1,4 @@
-"""The transformer call and the loss: the single place that knows the LTX-2.3 forward-call rules."""
+"""The training forward and the loss."""
 
 from __future__ import annotations
 
@@ -7,36 +7,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ltxlab.models.forward import call_transformer
 from ltxlab.modes.inputs import LatentBatch, TrainingInputs
-
-TIMESTEP_SCALE = 1000.0  # the 2.3 transformer expects σ and timesteps pre-multiplied by 1000
 
 
 def predict(transformer: nn.Module, inputs: TrainingInputs, batch: LatentBatch) -> tuple[Tensor, Tensor]:
-    """Velocity predictions (video, audio). Always passes audio_timestep, sigma and audio_sigma: diffusers'
-    LTX-2.3 forward crashes or silently mis-conditions without them (DESIGN.md §3)."""
-    frames, height, width = inputs.video_shape
+    """Velocity predictions (video, audio) for a training batch."""
     video, audio = inputs.video, inputs.audio
-    return transformer(
-        hidden_states=video.noisy,
-        audio_hidden_states=audio.noisy,
-        encoder_hidden_states=batch.text_video,
-        audio_encoder_hidden_states=batch.text_audio,
-        encoder_attention_mask=batch.text_mask,
-        audio_encoder_attention_mask=batch.text_mask,
-        timestep=video.timesteps * TIMESTEP_SCALE,
-        audio_timestep=audio.timesteps * TIMESTEP_SCALE,
-        sigma=video.sigma * TIMESTEP_SCALE,
-        audio_sigma=audio.sigma * TIMESTEP_SCALE,
-        num_frames=frames,
-        height=height,
-        width=width,
-        fps=inputs.fps,
-        audio_num_frames=audio.noisy.shape[1],
-        isolate_modalities=inputs.isolate_modalities,
-        use_cross_timestep=True,
-        return_dict=False,
-    )
+    return call_transformer(
+        transformer, video=video.noisy, audio=audio.noisy, text_video=batch.text_video, text_audio=batch.text_audio,
+        text_mask=batch.text_mask, video_timesteps=video.timesteps, audio_timesteps=audio.timesteps,
+        sigma=video.sigma, audio_sigma=audio.sigma, video_shape=inputs.video_shape, fps=inputs.fps,
+        isolate_modalities=inputs.isolate_modalities)
 
 
 def masked_mse(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
