@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ltxlab.data.media import write_image
+from ltxlab.data.media import probe_video, write_image
 from ltxlab.data.sample import make_i2v_dataset
 from tests.cli_runs import cli, losses
 
@@ -25,6 +25,8 @@ def test_a2v_trains_video_only_with_frozen_audio(cache_dir: Path, tmp_path: Path
     assert sum(got[-20:]) < sum(got[:20])
     index = json.loads((run_dir / "shards" / "index.json").read_text())
     assert index["with_audio"] and index["audio_latent_shape"]
+    reel = probe_video(run_dir / "video.mp4")  # the preview muxes the conditioning audio
+    assert reel.has_audio and reel.num_frames == 17
 
 
 def test_debug_archive_from_a_cached_dataset(demo_run: Path, cache_dir: Path, tmp_path: Path) -> None:

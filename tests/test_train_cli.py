@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ltxlab.data.media import probe_video
 from tests.cli_runs import REPO, cli, losses
 
 GOLDEN = Path(__file__).parent / "golden" / "i2v_demo_losses.json"
@@ -65,9 +66,22 @@ def test_lora_matches_the_checkpoint(demo_run: Path) -> None:
         assert torch.equal(exported[name], value.float()), name  # alpha = rank here: nothing scaled
 
 
+def test_demo_reel_is_the_video_output(demo_run: Path) -> None:
+    result = json.loads((demo_run / "result.json").read_text())
+    assert result["video"] == str(demo_run / "video.mp4")
+    info = probe_video(demo_run / "video.mp4")
+    assert (info.width, info.height, info.num_frames, info.fps) == (512, 512, 17, 24.0)  # validation settings
+    assert info.has_audio
+    previews = sorted(p.name for p in (demo_run / "previews").glob("*.mp4"))
+    assert previews == ["reel_step_000050.mp4", "reel_step_000100.mp4", "step_000050_0.mp4", "step_000100_0.mp4"]
+
+
 def test_rerun_reuses_the_latent_cache(demo_run: Path, cache_dir: Path, tmp_path: Path) -> None:
-    proc = cli(tmp_path / "again", cache_dir, "optim.number_of_steps=100", "train.checkpoint_interval=100")
+    proc = cli(tmp_path / "again", cache_dir, "validation=none")
     assert "reused cache" in proc.stdout + proc.stderr
+    # Validation never touches the training RNG stream: without it the losses are identical.
+    assert losses(tmp_path / "again") == losses(demo_run)
+    assert not (tmp_path / "again" / "video.mp4").exists()
     changed = cli(tmp_path / "changed", cache_dir, "audio=off", "optim.number_of_steps=100")
     assert "(built)" in changed.stdout + changed.stderr  # a setting that changes the latents rebuilds them
     assert json.loads((tmp_path / "changed" / "config.json").read_text())["with_audio"] is False

@@ -7,9 +7,11 @@ Cross-field rules and ranges live in ``ltxlab.config.validate``; the YAML under 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from ltxlab.models.spec import ModelConfig
 
@@ -98,7 +100,7 @@ class LoggerConfig:
 class ValidationSample:
     prompt: str = ""
     image_url: str = ""
-    audio_url: str | None = None  # required in a2v
+    audio_url: str | None = None  # the conditioning audio: required in a2v, unused in i2v
 
 
 @dataclass
@@ -148,6 +150,21 @@ class Config:
     preset: str = "seed"
 
 
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def asset_path(name: str) -> str:
+    """``${ltxlab_asset:validation/i2v_start.png}``: a file shipped inside the package."""
+    return str(ASSETS / name)
+
+
+def asset_text(name: str) -> str:
+    """``${ltxlab_asset_text:validation/i2v_prompt.txt}``: the stripped text of a shipped file."""
+    return (ASSETS / name).read_text().strip()
+
+
 def register_configs() -> None:
-    """Register the schema so ``conf/config.yaml`` can extend it (called by the entry points, not on import)."""
+    """Register the schema and the asset resolvers (called by the entry points, not on import)."""
     ConfigStore.instance().store(name="ltxlab_schema", node=Config)
+    OmegaConf.register_new_resolver("ltxlab_asset", asset_path, replace=True)
+    OmegaConf.register_new_resolver("ltxlab_asset_text", asset_text, replace=True)

@@ -26,6 +26,8 @@ from ltxlab.data.sample import make_a2v_dataset, make_i2v_dataset
 from ltxlab.data.shards import ShardIndex, ShardWriter
 from ltxlab.data.sources import resolve_source
 from ltxlab.errors import DatasetError
+from ltxlab.models.loader import load_text_stack
+from ltxlab.sample.preview import encode_preview_prompts, save_preview_prompts
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class LatentCache:
     key: str  # cache fingerprint
     reused: bool
     debug_archive: str | None = None
+    preview_prompts: Path | None = None  # encoded validation prompts (None without validation samples)
 
 
 def prepare_settings(cfg: Config) -> PrepareSettings:
@@ -98,10 +101,14 @@ def build_latents(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: b
                            "gradient_checkpointing": None}})
     debug = cfg.data.debug_dataset
 
+    encoders: dict[str, Encoder] = {}  # built on a cache miss; its text stack then also encodes the prompts
+
     def build(tmp: Path) -> ShardIndex:
-        return encode_plan(cfg, prepared_plan, tmp, key, debug, show_progress)
+        encoders["encoder"] = Encoder(cfg.model, prepared_plan.with_audio, encoder_device())
+        return encode_plan(cfg, encoders["encoder"], prepared_plan, tmp, key, debug, show_progress)
 
     cache_dir, reused = cached_or_build(cache_root, key, build)
+    prompts = preview_prompts(cfg, cache_root, encoders.get("encoder"))
     shards_dir = run_dir / "shards"
     link_into(cache_dir, shards_dir)
     debug_out = None
@@ -112,12 +119,26 @@ def build_latents(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: b
         debug_out = run_dir / DEBUG_ARCHIVE
         link_into(cache_dir, run_dir, names=[DEBUG_ARCHIVE])
     return LatentCache(directory=shards_dir, index=ShardIndex.load(shards_dir), key=key, reused=reused,
-                       debug_archive=str(debug_out) if debug_out else None)
+                       debug_archive=str(debug_out) if debug_out else None, preview_prompts=prompts)
 
 
-def encode_plan(cfg: Config, prepared_plan: PreparePlan, out_dir: Path, key: str, debug: bool,
+def preview_prompts(cfg: Config, cache_root: Path, encoder: Encoder | None) -> Path | None:
+    """Validation prompt embeddings, encoded now so training never loads the text encoder; cached by the model
+    and the prompt texts."""
+    if not cfg.validation.samples:
+        return None
+    texts = [s.prompt for s in cfg.validation.samples] + [cfg.validation.negative_prompt]
+    path = cache_root / f"prompts-{fingerprint({'model': asdict(cfg.model), 'prompts': texts})}.safetensors"
+    if not path.exists():
+        text_stack = encoder.text if encoder is not None else load_text_stack(cfg.model).to(encoder_device())
+        tmp = path.with_name(path.name + ".tmp")
+        save_preview_prompts(encode_preview_prompts(text_stack, cfg.validation), tmp)
+        tmp.rename(path)
+    return path
+
+
+def encode_plan(cfg: Config, encoder: Encoder, prepared_plan: PreparePlan, out_dir: Path, key: str, debug: bool,
                 show_progress: bool) -> ShardIndex:
-    encoder = Encoder(cfg.model, prepared_plan.with_audio, encoder_device())
     writer = ShardWriter(out_dir, cfg.data.samples_per_shard)
     clips = iter_prepared(prepared_plan)
     if debug:

@@ -227,8 +227,10 @@ def _https_opener() -> urllib.request.OpenerDirector:
     return opener
 
 
-def download(url: str, dest: Path, limits: SourceLimits | None = None) -> Path:
-    """Stream an ``https://`` URL to ``dest`` under the size cap and timeouts; returns ``dest``."""
+def download(url: str, dest: Path, limits: SourceLimits | None = None, expect_zip: bool = True) -> Path:
+    """Stream an ``https://`` URL to ``dest`` under the size cap and timeouts; returns ``dest``. With
+    ``expect_zip`` (dataset archives) anything that is not a zip is refused; media files are checked by the
+    media readers instead."""
     limits = limits or SourceLimits()
     if not url.lower().startswith("https://"):
         raise DatasetError("Only https:// dataset URLs are accepted")
@@ -269,7 +271,7 @@ def download(url: str, dest: Path, limits: SourceLimits | None = None) -> Path:
         reason = getattr(e, "reason", None) or e
         raise DatasetError(f"Could not download the dataset from {shown}: {reason}") from None
     os.replace(part, dest)
-    if not zipfile.is_zipfile(dest):
+    if expect_zip and not zipfile.is_zipfile(dest):
         raise DatasetError(f"The file downloaded from {shown} is not a zip archive")
     return dest
 

@@ -61,12 +61,9 @@ def fetch_input(url_or_path: str | Path, work_dir: Path, allowed_exts: set[str],
     if dest.is_file():
         return dest
     try:
-        download(text, dest, INPUT_LIMITS)
+        download(text, dest, INPUT_LIMITS, expect_zip=False)
     except DatasetError as e:
-        # The downloader was written for dataset zips and rejects anything else after saving it; a media file is
-        # validated by the media readers instead. Every other failure (scheme, size, HTTP) is real.
-        if not (dest.is_file() and "not a zip archive" in str(e)):
-            raise InputError(f"{what}: {e}") from None
+        raise InputError(f"{what}: {e}") from None
     return dest
 
 

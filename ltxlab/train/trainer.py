@@ -25,6 +25,7 @@ from ltxlab.train.engine import build_engine
 from ltxlab.train.loop import run_loop
 from ltxlab.train.lora import attach_lora
 from ltxlab.train.metrics import MetricsLogger
+from ltxlab.train.previews import Previews
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class TrainOutcome:
     finished: bool
     final_loss: float | None
     is_main_process: bool
+    reel: Path | None = None  # the final validation reel (the seeds' `video` output)
 
 
 def config_dict(cfg: Config) -> dict[str, Any]:
@@ -84,12 +86,15 @@ def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool 
         batches.load_state_dict(state["batches"])
 
     metrics = MetricsLogger(cfg.logger, run_dir, config_dict(cfg), enabled=rank == 0)
+    previews = Previews.create(cfg, latents, run_dir, engine.device, metrics, enabled=rank == 0)
     try:
         result = run_loop(engine, mode, batches, cfg, ckpt_dir, metrics, generator, start_step,
                           stop_after_steps=stop_after_steps, show_progress=show_progress and rank == 0,
-                          extra_client_state={"fingerprint": fingerprint})
+                          extra_client_state={"fingerprint": fingerprint},
+                          on_step_end=lambda step: previews.maybe_run(engine.module, step))
+        reel = previews.final(engine.module, result.step) if result.finished else None
     finally:
         metrics.finish()
     final = result.losses[-1] if result.losses else None
     return TrainOutcome(transformer=engine.module, peft_config=peft_config, finished=result.finished,
-                        final_loss=final, is_main_process=rank == 0)
+                        final_loss=final, is_main_process=rank == 0, reel=reel)
