@@ -45,9 +45,9 @@ def run(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True
     lora_file, diffusers_file = save_lora(outcome.transformer, outcome.peft_config, run_dir, meta)
     config_file = write_config_file(run_dir, training_config_json(cfg, latents.index.with_audio, size))
     outputs = RunOutputs(lora_file=str(lora_file), lora_file_diffusers=str(diffusers_file),
-                         config_file=str(config_file), video=str(outcome.reel) if outcome.reel else None, debug_dataset=latents.debug_archive,
-                         billable_units=billable_units(cfg.optim.number_of_steps),
-                         final_loss=outcome.final_loss)
+                         config_file=str(config_file), video=str(outcome.reel) if outcome.reel else None,
+                         debug_dataset=latents.debug_archive,
+                         billable_units=billable_units(cfg.optim.number_of_steps), final_loss=outcome.final_loss)
     outputs.write(run_dir)
     log.info("done: %s", json.dumps(asdict(outputs)))
     return RunResult(True, outcome.final_loss)

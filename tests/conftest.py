@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,14 +16,14 @@ CONF_DIR = REPO / "conf"
 
 
 @pytest.fixture(scope="session")
-def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
+def compose_cfg() -> Callable[..., DictConfig]:
     register_configs()
 
     def _compose(*overrides: str) -> DictConfig:
-        return compose(config_name="config", overrides=list(overrides))
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        yield _compose
+    return _compose
 
 
 @pytest.fixture(scope="session")
