@@ -27,6 +27,8 @@ from transformers import (
     SiglipVisionConfig,
 )
 
+from ltxlab.models import ltx23
+
 # The few numbers every tiny size follows from.
 GEMMA_HIDDEN = 32  # text encoder width (real: 3840)
 GEMMA_LAYERS = 2  # -> hidden_states has GEMMA_LAYERS + 1 entries (real: 48 + 1 = 49)
@@ -100,76 +102,51 @@ def _seeded(seed: int, component: str) -> Iterator[None]:
         yield
 
 
+# Each tiny config is the real LTX-2.3 config (ltxlab.models.ltx23) with only its sizes overridden, so the tiny
+# model carries exactly the 2.3 architecture flags (gated attention, cross-attention modulation, split RoPE,
+# perturbed attention for STG, per-modality connector projections, ...).
+
+
 def transformer_config() -> dict[str, Any]:
-    """LTX-2.3 transformer flags at toy width (128,384 parameters)."""
-    return {
+    """The LTX-2.3 transformer at toy width (128,384 parameters)."""
+    return ltx23.transformer_config() | {
         "in_channels": VIDEO_LATENT_CHANNELS, "out_channels": VIDEO_LATENT_CHANNELS,
-        "patch_size": 1, "patch_size_t": 1,
         "num_attention_heads": HEADS, "attention_head_dim": VIDEO_HEAD_DIM,
         "cross_attention_dim": HEADS * VIDEO_HEAD_DIM,
-        "vae_scale_factors": (8, 32, 32), "pos_embed_max_pos": 20, "base_height": 2048, "base_width": 2048,
-        "gated_attn": True, "cross_attn_mod": True,
         "audio_in_channels": AUDIO_TOKEN_WIDTH, "audio_out_channels": AUDIO_TOKEN_WIDTH,
-        "audio_patch_size": 1, "audio_patch_size_t": 1,
         "audio_num_attention_heads": HEADS, "audio_attention_head_dim": AUDIO_HEAD_DIM,
         "audio_cross_attention_dim": HEADS * AUDIO_HEAD_DIM,
-        "audio_scale_factor": 4, "audio_pos_embed_max_pos": 20,
-        "audio_sampling_rate": 16000, "audio_hop_length": 160,
-        "audio_gated_attn": True, "audio_cross_attn_mod": True,
-        "num_layers": 2, "activation_fn": "gelu-approximate", "qk_norm": "rms_norm_across_heads",
-        "norm_elementwise_affine": False, "norm_eps": 1e-6, "caption_channels": GEMMA_HIDDEN,
-        "attention_bias": True, "attention_out_bias": True, "rope_theta": 10000.0,
-        "rope_double_precision": True, "causal_offset": 1,
-        "timestep_scale_multiplier": 1000, "cross_attn_timestep_scale_multiplier": 1000,
-        "rope_type": "split", "use_prompt_embeddings": False, "perturbed_attn": True,
+        "num_layers": 2, "caption_channels": GEMMA_HIDDEN,
     }
 
 
 def connectors_config() -> dict[str, Any]:
-    """LTX-2.3 text connectors (per-modality projections, registers, gated attention) at toy width."""
-    return {
+    """The LTX-2.3 text connectors at toy width."""
+    return ltx23.connectors_config() | {
         "caption_channels": GEMMA_HIDDEN, "text_proj_in_factor": GEMMA_LAYERS + 1,
         "video_connector_num_attention_heads": HEADS, "video_connector_attention_head_dim": VIDEO_HEAD_DIM,
         "video_connector_num_layers": 1, "video_connector_num_learnable_registers": REGISTERS,
-        "video_gated_attn": True,
         "audio_connector_num_attention_heads": HEADS, "audio_connector_attention_head_dim": AUDIO_HEAD_DIM,
         "audio_connector_num_layers": 1, "audio_connector_num_learnable_registers": REGISTERS,
-        "audio_gated_attn": True,
-        "connector_rope_base_seq_len": 4096, "rope_theta": 10000.0, "rope_double_precision": True,
-        "causal_temporal_positioning": False, "rope_type": "split", "per_modality_projections": True,
         "video_hidden_dim": HEADS * VIDEO_HEAD_DIM, "audio_hidden_dim": HEADS * AUDIO_HEAD_DIM,
-        "proj_bias": True,
     }
 
 
 def video_vae_config() -> dict[str, Any]:
     """The LTX-2.3 video VAE block layout (32x spatial, 8x temporal) with narrow blocks."""
-    return {
-        "in_channels": 3, "out_channels": 3, "latent_channels": VIDEO_LATENT_CHANNELS,
+    return ltx23.video_vae_config() | {
+        "latent_channels": VIDEO_LATENT_CHANNELS,
         "block_out_channels": (8, 16, 32, 32), "decoder_block_out_channels": (8, 16, 16, 32),
         "layers_per_block": (1, 1, 1, 1, 1), "decoder_layers_per_block": (1, 1, 1, 1, 1),
-        "spatio_temporal_scaling": (True,) * 4, "decoder_spatio_temporal_scaling": (True,) * 4,
-        "decoder_inject_noise": (False,) * 5,
-        "downsample_type": ("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
-        "upsample_type": ("spatiotemporal", "spatiotemporal", "temporal", "spatial"),
-        "upsample_residual": (False,) * 4, "upsample_factor": (2, 2, 1, 2), "timestep_conditioning": False,
-        "patch_size": 4, "patch_size_t": 1, "resnet_norm_eps": 1e-6,
-        "encoder_causal": True, "decoder_causal": False,
-        "encoder_spatial_padding_mode": "zeros", "decoder_spatial_padding_mode": "zeros",
-        # Explicit: the class would otherwise compute (64, 16) for this layout, which compresses 32x/8x.
-        "spatial_compression_ratio": 32, "temporal_compression_ratio": 8,
     }
 
 
 def audio_vae_config() -> dict[str, Any]:
     """Audio VAE: 16 kHz stereo mel in, 4x time and mel compression (hard-coded in the class)."""
-    return {
+    return ltx23.audio_vae_config() | {
         # base_channels must equal the packed token width: latents_mean/std are sized by it.
-        "base_channels": AUDIO_TOKEN_WIDTH, "output_channels": 2, "ch_mult": (1, 2, 4), "num_res_blocks": 1,
-        "attn_resolutions": None, "in_channels": 2, "resolution": 256,
-        "latent_channels": AUDIO_LATENT_CHANNELS, "norm_type": "pixel", "causality_axis": "height",
-        "dropout": 0.0, "mid_block_add_attention": False, "sample_rate": 16000, "mel_hop_length": 160,
-        "is_causal": True, "mel_bins": MEL_BINS, "double_z": True,
+        "base_channels": AUDIO_TOKEN_WIDTH, "num_res_blocks": 1, "latent_channels": AUDIO_LATENT_CHANNELS,
+        "mel_bins": MEL_BINS,
     }
 
 
@@ -179,20 +156,13 @@ def vocoder_config() -> dict[str, Any]:
     Every transposed-conv kernel minus its stride is even, otherwise the stage-1 length is off the hop and the
     BWE residual does not line up with the resampled skip.
     """
-    return {
-        "in_channels": 2 * MEL_BINS, "hidden_channels": 32, "out_channels": 2,
+    return ltx23.vocoder_config() | {
+        "in_channels": 2 * MEL_BINS, "hidden_channels": 32,
         "upsample_kernel_sizes": [15, 4, 4, 4], "upsample_factors": [5, 4, 4, 2],
         "resnet_kernel_sizes": [3], "resnet_dilations": [[1]],
-        "act_fn": "snakebeta", "leaky_relu_negative_slope": 0.1, "antialias": True, "antialias_ratio": 2,
-        "antialias_kernel_size": 12, "final_act_fn": None, "final_bias": False,
-        "bwe_in_channels": 2 * MEL_BINS, "bwe_hidden_channels": 16, "bwe_out_channels": 2,
+        "bwe_in_channels": 2 * MEL_BINS, "bwe_hidden_channels": 16,
         "bwe_upsample_kernel_sizes": [12, 12, 8], "bwe_upsample_factors": [10, 6, 4],
-        "bwe_resnet_kernel_sizes": [3], "bwe_resnet_dilations": [[1]],
-        "bwe_act_fn": "snakebeta", "bwe_leaky_relu_negative_slope": 0.1, "bwe_antialias": True,
-        "bwe_antialias_ratio": 2, "bwe_antialias_kernel_size": 12, "bwe_final_act_fn": None,
-        "bwe_final_bias": False,
-        "filter_length": 512, "hop_length": 80, "window_length": 512, "num_mel_channels": MEL_BINS,
-        "input_sampling_rate": 16000, "output_sampling_rate": 48000,
+        "bwe_resnet_kernel_sizes": [3], "bwe_resnet_dilations": [[1]], "num_mel_channels": MEL_BINS,
     }
 
 

@@ -19,24 +19,9 @@ from ltxlab.errors import ConfigError, InputError, LtxlabError, ModelPathError
 from ltxlab.models import loader, ltx23
 from ltxlab.models.spec import ModelConfig
 from ltxlab.models.text import encode_prompts
+from tests.models.conftest import same_weights
 
 TINY = ModelConfig()
-
-
-@pytest.fixture(scope="module")
-def parts() -> dict:
-    return {
-        "transformer": loader.load_transformer(TINY),
-        "text": loader.load_text_stack(TINY),
-        "vae": loader.load_video_vae(TINY),
-        "audio_vae": loader.load_audio_vae(TINY),
-        "vocoder": loader.load_vocoder(TINY),
-    }
-
-
-def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def test_meta_transformer_has_the_ltx23_parameter_count() -> None:
@@ -76,10 +61,10 @@ def test_ltx23_loads_a_diffusers_format_folder(parts: dict, tmp_path: Path) -> N
     for sub, module in saved.items():
         module.save_pretrained(tmp_path / sub)
     real = ModelConfig(name="ltx23", checkpoint_dir=str(tmp_path), max_sequence_length=32)
-    assert _same_weights(loader.load_transformer(real), parts["transformer"])
-    assert _same_weights(loader.load_video_vae(real), parts["vae"])
-    assert _same_weights(loader.load_audio_vae(real), parts["audio_vae"])
-    assert _same_weights(loader.load_vocoder(real), parts["vocoder"])
+    assert same_weights(loader.load_transformer(real), parts["transformer"])
+    assert same_weights(loader.load_video_vae(real), parts["vae"])
+    assert same_weights(loader.load_audio_vae(real), parts["audio_vae"])
+    assert same_weights(loader.load_vocoder(real), parts["vocoder"])
     loaded = loader.load_text_stack(real)
     prompts = ["a cat sleeps on a sofa", "fireworks"]
     expected = encode_prompts(stack, prompts).video
@@ -161,11 +146,11 @@ def test_ltx23_loads_lightricks_single_file_checkpoints(parts: dict, tmp_path: P
     real = ModelConfig(name="ltx23", checkpoint_dir=str(configs), transformer_file=str(combined),
                        video_vae_file=str(combined), audio_vae_file=str(combined))
     dtype = torch.float32
-    assert _same_weights(ltx23.load_component(real, "transformer", dtype), parts["transformer"])
-    assert _same_weights(ltx23.load_component(real, "connectors", dtype), parts["text"].connectors)
-    assert _same_weights(ltx23.load_component(real, "video_vae", dtype), parts["vae"])
-    assert _same_weights(ltx23.load_component(real, "audio_vae", dtype), parts["audio_vae"])
-    assert _same_weights(loader.load_vocoder(real), parts["vocoder"])
+    assert same_weights(ltx23.load_component(real, "transformer", dtype), parts["transformer"])
+    assert same_weights(ltx23.load_component(real, "connectors", dtype), parts["text"].connectors)
+    assert same_weights(ltx23.load_component(real, "video_vae", dtype), parts["vae"])
+    assert same_weights(ltx23.load_component(real, "audio_vae", dtype), parts["audio_vae"])
+    assert same_weights(loader.load_vocoder(real), parts["vocoder"])
 
     # A checkpoint that lacks a weight is refused, naming the key, instead of loading uninitialised weights.
     partial = tmp_path / "partial.safetensors"

@@ -22,24 +22,9 @@ from ltxlab.errors import ConfigError
 from ltxlab.models import codecs, loader, ltx23, tiny
 from ltxlab.models.spec import ModelConfig
 from ltxlab.models.text import encode_prompts, text_encoder_hidden_states
+from tests.models.conftest import same_weights
 
 TINY = ModelConfig()
-
-
-@pytest.fixture(scope="module")
-def parts() -> dict:
-    return {
-        "transformer": loader.load_transformer(TINY),
-        "text": loader.load_text_stack(TINY),
-        "vae": loader.load_video_vae(TINY),
-        "audio_vae": loader.load_audio_vae(TINY),
-        "vocoder": loader.load_vocoder(TINY),
-    }
-
-
-def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 # ------------------------------------------------------------------------------------------ tiny family
@@ -99,12 +84,12 @@ def test_same_seed_same_weights_and_global_rng_untouched() -> None:
                                   loader.load_vocoder)]
     stack2 = loader.load_text_stack(TINY)
     for a, b in zip(first, second, strict=True):
-        assert _same_weights(a, b)
-    assert _same_weights(stack1.text_encoder, stack2.text_encoder)
-    assert _same_weights(stack1.connectors, stack2.connectors)
+        assert same_weights(a, b)
+    assert same_weights(stack1.text_encoder, stack2.text_encoder)
+    assert same_weights(stack1.connectors, stack2.connectors)
     assert stack1.tokenizer.get_vocab() == stack2.tokenizer.get_vocab()
     other = loader.load_transformer(replace(TINY, seed=1))
-    assert not _same_weights(first[0], other)
+    assert not same_weights(first[0], other)
     assert torch.equal(torch.get_rng_state(), state)
 
 
