@@ -208,18 +208,19 @@ def test_inputs_refuse_non_https_urls_and_missing_files(tmp_path) -> None:
 def test_https_inputs_go_through_the_capped_downloader(media, tmp_path, monkeypatch) -> None:
     seen = []
 
-    def fake_download(url, dest, limits):  # behaves like sources.download on a non-zip file: saves, then refuses
+    def fake_download(url, dest, limits, expect_zip=True):  # sources.download's contract for a media file
+        assert expect_zip is False  # media files are checked by the media readers, not as zips
         seen.append((url, limits.max_download_bytes))
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(Path(media["image0"]).read_bytes())
-        raise DatasetError(f"The file downloaded from {url} is not a zip archive")
+        return dest
 
     monkeypatch.setattr(media_inputs, "download", fake_download)
     image = load_start_image("https://example.com/start.png?sig=secret", 64, 64, tmp_path)
     assert image.shape == (64, 64, 3) and seen[0][1] == media_inputs.INPUT_LIMITS.max_download_bytes
     assert not any("secret" in p.name for p in (tmp_path / "inputs").iterdir())
 
-    def failing(url, dest, limits):
+    def failing(url, dest, limits, expect_zip=True):
         raise DatasetError("Could not download the dataset from https://example.com/x.png: HTTP 404 Not Found")
 
     monkeypatch.setattr(media_inputs, "download", failing)
