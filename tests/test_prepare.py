@@ -8,10 +8,10 @@ import time
 import zipfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from ltxlab.data.assemble import fit_frame
 from ltxlab.data.fit import resize_fill_center_crop
 from ltxlab.data.ingest import ingest
 from ltxlab.data.media import iter_video_frames, probe_video, read_image, write_image, write_video, write_wav
@@ -88,7 +88,7 @@ def test_i2v_fitted_clips_audio_and_captions(i2v_root: Path) -> None:
     # Resize-to-fill then centre crop, frame for frame.
     decoded = iter_video_frames(i2v_root / "clip02.mp4")
     for k in range(17):
-        np.testing.assert_array_equal(clips[1].frames[k], fit_frame(next(decoded), W, H))
+        np.testing.assert_array_equal(clips[1].frames[k], resize_fill_center_crop(next(decoded), W, H))
     decoded.close()
 
 
@@ -102,14 +102,23 @@ def test_i2v_fitted_clips_audio_and_captions(i2v_root: Path) -> None:
     ],
 )
 def test_fit_frame_matches_the_fill_and_crop_rule(src: tuple[int, int], dst: tuple[int, int]) -> None:
-    # A smooth image: the fast path may differ from the reference by sub-pixel rounding only.
+    # A smooth image: the crop-first fast path may differ from a resize-first reference by sub-pixel rounding.
     yy, xx = np.mgrid[0 : src[0], 0 : src[1]]
     img = np.stack([xx * 255 // src[1], yy * 255 // src[0], (xx + yy) % 256], -1).astype(np.uint8)
     out = np.zeros((2, dst[1], dst[0], 3), np.uint8)
-    got = fit_frame(img, *dst, out=out[1])
+    got = resize_fill_center_crop(img, *dst, out=out[1])
     assert got.shape == (dst[1], dst[0], 3) and np.shares_memory(got, out)
-    ref = resize_fill_center_crop(img, *dst)
+    ref = _resize_first_reference(img, *dst)
     assert np.abs(got[..., :2].astype(int) - ref[..., :2]).mean() < 2.5
+
+
+def _resize_first_reference(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The textbook rule: scale the whole frame to fill, then cut the centre."""
+    scale = max(width / img.shape[1], height / img.shape[0])
+    new_w, new_h = max(width, round(img.shape[1] * scale)), max(height, round(img.shape[0] * scale))
+    big = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    x0, y0 = (new_w - width) // 2, (new_h - height) // 2
+    return big[y0 : y0 + height, x0 : x0 + width]
 
 
 def test_worker_count_does_not_change_results(i2v_root: Path) -> None:
@@ -216,7 +225,7 @@ def test_images_are_single_frames_without_audio(tmp_path: Path) -> None:
     p, clips = _prep(tmp_path, _settings(number_of_frames=121))  # the length rule does not apply to stills
     assert p.is_image and not p.with_audio
     assert [c.frames.shape for c in clips] == [(1, H, W, 3)] * 2 and all(c.audio is None for c in clips)
-    np.testing.assert_array_equal(clips[0].frames[0], fit_frame(read_image(tmp_path / "img01.png"), W, H))
+    np.testing.assert_array_equal(clips[0].frames[0], resize_fill_center_crop(read_image(tmp_path / "img01.png"), W, H))
     with pytest.raises(DatasetError, match="with_audio=true but the dataset is images"):
         plan(ingest(tmp_path, "i2v"), _settings(with_audio=True))
 
@@ -309,14 +318,15 @@ def test_a2v_start_image_is_frame_zero_and_audio_attached(a2v_root: Path) -> Non
     assert p.with_audio and [c.name for c in clips] == ["clip01", "clip02"]
     c1, c2 = clips
     # clip02: the _start.png, fitted, is frame 0; frame 1 is the target's own frame 1.
-    np.testing.assert_array_equal(c2.frames[0], fit_frame(read_image(a2v_root / "clip02_start.png"), W, H))
+    start = read_image(a2v_root / "clip02_start.png")
+    np.testing.assert_array_equal(c2.frames[0], resize_fill_center_crop(start, W, H))
     target = iter_video_frames(a2v_root / "clip02_end.mp4")
     next(target)
-    np.testing.assert_array_equal(c2.frames[1], fit_frame(next(target), W, H))
+    np.testing.assert_array_equal(c2.frames[1], resize_fill_center_crop(next(target), W, H))
     target.close()
     # clip01: the first frame of the _start video; its audio track is the conditioning audio.
     first = next(iter_video_frames(a2v_root / "clip01_start.mp4"))
-    np.testing.assert_array_equal(c1.frames[0], fit_frame(first, W, H))
+    np.testing.assert_array_equal(c1.frames[0], resize_fill_center_crop(first, W, H))
     for c in clips:
         assert c.frames.shape == (17, H, W, 3)
         assert c.audio.shape == (2, round(17 / 24 * SR)) and np.isclose(np.abs(c.audio).max(), 0.99, atol=1e-3)

@@ -14,10 +14,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from ltxlab.data.fit import fit_audio, peak_normalize
+from ltxlab.data.fit import fit_audio, peak_normalize, resize_fill_center_crop
 from ltxlab.data.media import IMAGE_EXTS, MediaError, iter_video_frames, read_audio, read_image
 from ltxlab.data.prepared import PlanItem, PreparedClip, PreparePlan, PrepareSettings, final_caption
 from ltxlab.errors import DatasetError
@@ -68,37 +67,6 @@ def _jobs(items: list[PlanItem]) -> list[list[PlanItem]]:
     return jobs
 
 
-def fit_frame(frame: np.ndarray, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Resize to fill ``width``×``height`` keeping the aspect ratio, then centre-crop (the seeds' rule).
-
-    The rule of ``fit.resize_fill_center_crop``, computed for speed (prepare's hot loop): crop first, so
-    only surviving source pixels are resampled, straight into ``out`` when given; shrink by any whole factor
-    with INTER_AREA's exact-integer fast path (proper anti-aliasing), then bilinear for the rest (< 2x).
-    OpenCV's non-integer INTER_AREA is ~7x slower and cubic ~1.5x slower than this for little visible gain.
-    The crop is rounded to whole source pixels (sub-pixel differences from the resize-first version).
-    """
-    sh, sw = frame.shape[:2]
-    scale = max(width / sw, height / sh)
-    cw, ch = min(sw, max(1, round(width / scale))), min(sh, max(1, round(height / scale)))
-    k = int(1.0 / scale) if scale < 1.0 else 1  # whole shrink factor
-    if k >= 2:
-        cw, ch = cw - cw % k, ch - ch % k  # exact multiples keep OpenCV on its integer-area fast path
-    x0, y0 = (sw - cw) // 2, (sh - ch) // 2
-    src = frame[y0 : y0 + ch, x0 : x0 + cw]
-    if out is None:
-        out = np.empty((height, width, 3), np.uint8)
-    if (cw, ch) == (width, height):
-        out[...] = src
-        return out
-    if k >= 2:
-        src = cv2.resize(src, (cw // k, ch // k), interpolation=cv2.INTER_AREA)
-        if src.shape[:2] == (height, width):
-            out[...] = src
-            return out
-    cv2.resize(src, (width, height), dst=out, interpolation=cv2.INTER_LINEAR)
-    return out
-
-
 def _start_frame(it: PlanItem, s: PrepareSettings) -> np.ndarray:
     """The a2v start image, fitted to the bucket (a _start image, or the first frame of a _start video)."""
     start = it.clip.start
@@ -111,7 +79,7 @@ def _start_frame(it: PlanItem, s: PrepareSettings) -> np.ndarray:
             img = next(frames)
         finally:
             frames.close()
-    return fit_frame(img, s.width, s.height)
+    return resize_fill_center_crop(img, s.width, s.height)
 
 
 def _clip_audio(plan: PreparePlan, it: PlanItem, track: np.ndarray, num_frames: int) -> np.ndarray:
@@ -162,7 +130,7 @@ def _job_outputs(
     if plan.is_image:
         it = job[0]
         try:
-            img = fit_frame(read_image(clip.media, s.limits), s.width, s.height)
+            img = resize_fill_center_crop(read_image(clip.media, s.limits), s.width, s.height)
         except MediaError as e:
             yield _Skip(it.name, f"unreadable: {e}")
             return
@@ -207,7 +175,7 @@ def _job_outputs(
                     if bufs[k] is None:
                         bufs[k] = np.empty((n, s.height, s.width, 3), np.uint8)
                     if first is None:  # fit straight into the clip's buffer; repeats (auto-scale) copy it
-                        first = fit_frame(frame, s.width, s.height, out=bufs[k][pos])
+                        first = resize_fill_center_crop(frame, s.width, s.height, out=bufs[k][pos])
                     else:
                         bufs[k][pos] = first
                     filled[k] += 1

@@ -15,15 +15,20 @@ import cv2
 import numpy as np
 from av.filter import Graph
 
+from ltxlab.config.resolution import snap_frames as snap_to_valid_frames
+
 MIN_FRAMES = 9
 MAX_FRAMES = 121
 
 
-def resize_fill_center_crop(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize_fill_center_crop(frame: np.ndarray, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
     """Scale ``frame`` (H×W×3 uint8) to *fill* ``width``×``height`` keeping aspect ratio, then centre-crop.
 
     The scale is ``max(width / W, height / H)``, so one side matches exactly and the other overhangs and is
-    cropped equally on both ends. INTER_AREA when shrinking (no aliasing), INTER_CUBIC when growing.
+    cropped equally on both ends. Computed for speed (prepare's hot loop): the crop comes first, so only the
+    surviving source pixels are resampled, straight into ``out`` when given; shrinking by a whole factor uses
+    INTER_AREA's exact-integer path (proper anti-aliasing), then bilinear for the rest (< 2x). The crop is
+    rounded to whole source pixels.
     """
     if width <= 0 or height <= 0:
         raise ValueError("target size must be positive")
@@ -31,22 +36,29 @@ def resize_fill_center_crop(frame: np.ndarray, width: int, height: int) -> np.nd
     if src_h == 0 or src_w == 0:
         raise ValueError("empty frame")
     scale = max(width / src_w, height / src_h)
-    # Round, but never below the target (float error could leave a 1-px shortfall).
-    new_w = max(width, round(src_w * scale))
-    new_h = max(height, round(src_h * scale))
-    if (new_w, new_h) != (src_w, src_h):
-        interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_CUBIC
-        frame = cv2.resize(frame, (new_w, new_h), interpolation=interp)
-    x0 = (new_w - width) // 2
-    y0 = (new_h - height) // 2
-    return np.ascontiguousarray(frame[y0 : y0 + height, x0 : x0 + width])
+    crop_w = min(src_w, max(1, round(width / scale)))
+    crop_h = min(src_h, max(1, round(height / scale)))
+    k = int(1.0 / scale) if scale < 1.0 else 1  # whole shrink factor
+    if k >= 2:
+        crop_w, crop_h = crop_w - crop_w % k, crop_h - crop_h % k  # exact multiples keep the integer fast path
+    x0, y0 = (src_w - crop_w) // 2, (src_h - crop_h) // 2
+    src = frame[y0 : y0 + crop_h, x0 : x0 + crop_w]
+    if out is None:
+        out = np.empty((height, width, 3), np.uint8)
+    if k >= 2:
+        src = cv2.resize(src, (crop_w // k, crop_h // k), interpolation=cv2.INTER_AREA)
+    if src.shape[:2] == (height, width):
+        out[...] = src
+    else:
+        cv2.resize(src, (width, height), dst=out, interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def snap_frames(n: int) -> int:
     """Largest valid LTX frame count (8k + 1) ≤ ``n``; ``n`` must lie in 9..121."""
     if not MIN_FRAMES <= n <= MAX_FRAMES:
         raise ValueError(f"number of frames must be in {MIN_FRAMES}..{MAX_FRAMES}, got {n}")
-    return (n - 1) // 8 * 8 + 1
+    return snap_to_valid_frames(n)
 
 
 @dataclass(frozen=True)
