@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ltxlab.data.fit import fit_audio, peak_normalize, resize_fill_center_crop
@@ -74,7 +75,7 @@ def _start_frame(it: PlanItem, s: PrepareSettings) -> np.ndarray:
     if start.suffix.lower() in IMAGE_EXTS:
         img = read_image(start, s.limits)
     else:
-        frames = iter_video_frames(start, s.limits)
+        frames = iter_video_frames(start, s.limits, threaded=s.num_workers <= 1)
         try:
             img = next(frames)
         finally:
@@ -164,7 +165,7 @@ def _job_outputs(
     stop = max(last_needed)
     seen = -1
     error: MediaError | None = None
-    frames = iter_video_frames(clip.media, s.limits)
+    frames = iter_video_frames(clip.media, s.limits, threaded=s.num_workers <= 1)
     try:
         for i, frame in enumerate(frames):
             seen = i
@@ -232,6 +233,10 @@ def run_items(plan: PreparePlan) -> Iterator[PreparedClip]:
     produced = 0
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
     submitted = 0
+    # The workers already fill the cores: OpenCV's own resize threads would only oversubscribe them.
+    cv_threads = cv2.getNumThreads()
+    if workers > 1:
+        cv2.setNumThreads(1)
     try:
         for k in range(len(jobs)):
             while submitted < len(jobs) and submitted < k + workers:
@@ -247,6 +252,7 @@ def run_items(plan: PreparePlan) -> Iterator[PreparedClip]:
                 produced += 1
                 yield msg
     finally:
+        cv2.setNumThreads(cv_threads)
         cancel.set()  # unblocks workers waiting on a full queue if the consumer stopped early
         pool.shutdown(wait=True, cancel_futures=True)
     if produced == 0:

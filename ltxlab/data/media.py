@@ -249,8 +249,12 @@ def probe_video(path: str | os.PathLike, limits: MediaLimits = MediaLimits()) ->
         )
 
 
-def iter_video_frames(path: str | os.PathLike, limits: MediaLimits = MediaLimits()) -> Iterator[np.ndarray]:
-    """Decode frames one at a time as H×W×3 uint8 RGB (threaded decoder; never holds the whole video).
+def iter_video_frames(path: str | os.PathLike, limits: MediaLimits = MediaLimits(),
+                      threaded: bool = True) -> Iterator[np.ndarray]:
+    """Decode frames one at a time as H×W×3 uint8 RGB (never holds the whole video).
+
+    ``threaded`` uses FFmpeg's frame and slice threads; callers that already decode several files in parallel
+    pass False so the workers do not oversubscribe the cores.
 
     Raises :class:`MediaError` mid-iteration on decode errors or over-limit frames, and at the end when the
     stream delivered fewer packets than its header promised (a truncated file; :func:`probe_video` reads
@@ -261,7 +265,8 @@ def iter_video_frames(path: str | os.PathLike, limits: MediaLimits = MediaLimits
         if not c.streams.video:
             raise MediaError(f"{name}: no video stream")
         vs = c.streams.video[0]
-        vs.thread_type = "AUTO"  # frame + slice threads: decoding uses all cores
+        if threaded:
+            vs.thread_type = "AUTO"  # frame + slice threads: one decode uses all cores
         count = 0
         for frame in _decode_checked(c, vs, name):
             _check_dims(frame.width, frame.height, name, limits)
