@@ -107,3 +107,17 @@ def test_preempted_run_resumes_where_it_stopped(demo_run: Path, cache_dir: Path,
     assert f"step {stopped_at})" in resumed.stdout + resumed.stderr
     # The resumed trajectory is the uninterrupted one: same data order, RNG, optimizer and LR state.
     assert losses(run_dir) == pytest.approx(losses(demo_run), rel=1e-5)
+
+
+def test_generate_from_the_demo_lora(demo_run: Path, tmp_path: Path) -> None:
+    """``python -m ltxlab.generate`` with the LoRA a real run exported (i2v: image + prompt)."""
+    out = tmp_path / "clip.mp4"
+    image = REPO / "ltxlab" / "assets" / "validation" / "i2v_start.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltxlab.generate", "--model", "tiny", "--lora", str(demo_run / "lora.safetensors"),
+         "--image", str(image), "--prompt", "an orange square moving", "--frames", "9", "--resolution", "low",
+         "--steps", "2", "--stg-blocks", "1", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = probe_video(out)
+    assert (info.width, info.height, info.num_frames, info.fps) == (512, 512, 9, 24.0) and info.has_audio
