@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from ltxlab.config.resolution import ASPECT_RATIOS, RESOLUTIONS, bucket_size
 from ltxlab.config.schema import DEFAULT_NEGATIVE_PROMPT
-from ltxlab.data.media import MediaError, write_video
+from ltxlab.data.media import MediaError
+from ltxlab.data.media_write import write_video
 from ltxlab.errors import InputError, LtxlabError
 from ltxlab.export import CONFIG_FILE, DIFFUSERS_FILE
 from ltxlab.models import loader

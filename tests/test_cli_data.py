@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ltxlab.data.media import probe_video, write_image
+from ltxlab.data.media import probe_video
+from ltxlab.data.media_write import write_image
 from ltxlab.data.sample import make_i2v_dataset
 from tests.cli_runs import cli, losses
 

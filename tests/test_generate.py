@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ltxlab.config.schema import LoraConfig
-from ltxlab.data.media import probe_video, write_image, write_wav
+from ltxlab.data.media import probe_video
+from ltxlab.data.media_write import write_image, write_wav
 from ltxlab.export import save_lora
 from ltxlab.generate import GenerateInputs, generate_latents, main
 from ltxlab.models.loader import load_transformer

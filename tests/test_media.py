@@ -5,7 +5,7 @@ import av
 import numpy as np
 import pytest
 
-from ltxlab.data import media
+from ltxlab.data import media, media_write
 from ltxlab.data.media import MediaError, MediaLimits
 
 SR = 16000
@@ -31,7 +31,7 @@ def _dominant_hz(x: np.ndarray, sr: int) -> float:
 def av_clip(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("media") / "clip.mp4"
     audio = np.stack([_tone(440, 1.25, SR), _tone(660, 1.25, SR)])
-    media.write_video(path, _frames(30), 24, audio=audio, sample_rate=SR)
+    media_write.write_video(path, _frames(30), 24, audio=audio, sample_rate=SR)
     return path
 
 
@@ -53,7 +53,7 @@ def test_probe_and_iterate_round_trip(av_clip):
 
 def test_video_without_audio_and_odd_size_from_generator(tmp_path):
     path = tmp_path / "silent.mp4"
-    media.write_video(path, (f for f in _frames(9, w=33, h=21)), 12)
+    media_write.write_video(path, (f for f in _frames(9, w=33, h=21)), 12)
     info = media.probe_video(path)
     assert (info.width, info.height, info.num_frames, info.fps) == (32, 20, 9, 12.0)
     assert not info.has_audio and not media.has_audio_stream(path)
@@ -63,9 +63,9 @@ def test_video_without_audio_and_odd_size_from_generator(tmp_path):
 
 def test_write_video_rejects_empty_and_mismatched(tmp_path):
     with pytest.raises(ValueError):
-        media.write_video(tmp_path / "e.mp4", [], 24)
+        media_write.write_video(tmp_path / "e.mp4", [], 24)
     with pytest.raises(ValueError):
-        media.write_video(tmp_path / "m.mp4", [_frames(1)[0], _frames(1, w=32)[0]], 24)
+        media_write.write_video(tmp_path / "m.mp4", [_frames(1)[0], _frames(1, w=32)[0]], 24)
     assert not list(tmp_path.iterdir())  # nothing half-written left behind
 
 
@@ -85,7 +85,7 @@ def test_mkv_without_frame_count_header(tmp_path):
 
 def test_read_audio_resamples_mono_44k_wav_to_16k_stereo(tmp_path):
     path = tmp_path / "tone.wav"
-    media.write_wav(path, _tone(440, 1.0, 44100), 44100)
+    media_write.write_wav(path, _tone(440, 1.0, 44100), 44100)
     a = media.read_audio(path)
     assert a.dtype == np.float32 and a.shape[0] == 2
     assert abs(a.shape[1] - 16000) <= 16
@@ -105,10 +105,10 @@ def test_read_audio_from_video_track(av_clip):
 
 def test_image_round_trip_png_and_jpeg(tmp_path):
     img = np.random.default_rng(0).integers(0, 256, (17, 31, 3), dtype=np.uint8)
-    media.write_image(tmp_path / "a.png", img)
+    media_write.write_image(tmp_path / "a.png", img)
     np.testing.assert_array_equal(media.read_image(tmp_path / "a.png"), img)
     smooth = np.broadcast_to(np.linspace(0, 255, 31, dtype=np.uint8)[None, :, None], (17, 31, 3)).copy()
-    media.write_image(tmp_path / "b.jpg", smooth)
+    media_write.write_image(tmp_path / "b.jpg", smooth)
     out = media.read_image(tmp_path / "b.jpg")
     assert out.shape == smooth.shape and np.abs(out.astype(int) - smooth).mean() < 4
     # A PNG carrying a .jpg name is still an allowed image container: accepted.
@@ -140,7 +140,7 @@ def test_playlist_disguised_as_mp4_is_refused(tmp_path, av_clip, monkeypatch, te
 
 def test_wrong_container_for_extension_is_refused(tmp_path, av_clip):
     wav = tmp_path / "t.wav"
-    media.write_wav(wav, _tone(440, 0.5, SR), SR)
+    media_write.write_wav(wav, _tone(440, 0.5, SR), SR)
     fake = tmp_path / "sound.mp4"
     fake.write_bytes(wav.read_bytes())
     with pytest.raises(MediaError, match=r"sound\.mp4: .*looks like wav"):
@@ -197,7 +197,7 @@ def test_limits_enforced(tmp_path, av_clip):
     with pytest.raises(MediaError, match="more than 10 frames"):
         list(media.iter_video_frames(av_clip, MediaLimits(max_frames=10)))
     img = tmp_path / "big.png"
-    media.write_image(img, np.zeros((40, 50, 3), np.uint8))
+    media_write.write_image(img, np.zeros((40, 50, 3), np.uint8))
     with pytest.raises(MediaError, match="frame size 50x40"):
         media.read_image(img, MediaLimits(max_height=39))
 

@@ -14,7 +14,8 @@ import pytest
 
 from ltxlab.data.fit import resize_fill_center_crop
 from ltxlab.data.ingest import ingest
-from ltxlab.data.media import iter_video_frames, probe_video, read_image, write_image, write_video, write_wav
+from ltxlab.data.media import iter_video_frames, probe_video, read_image
+from ltxlab.data.media_write import write_image, write_video, write_wav
 from ltxlab.data.prepare import PrepareSettings, iter_prepared, plan, write_debug_archive
 from ltxlab.data.sample import make_a2v_dataset, make_i2v_dataset
 from ltxlab.errors import ConfigError, DatasetError

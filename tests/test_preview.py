@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from ltxlab.config.schema import ValidationConfig, ValidationSample
-from ltxlab.data.media import probe_video, read_audio, write_image, write_wav
+from ltxlab.data.media import probe_video, read_audio
+from ltxlab.data.media_write import write_image, write_wav
 from ltxlab.errors import DatasetError, InputError
 from ltxlab.models import loader
 from ltxlab.models.codecs import encode_video

@@ -12,7 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ltxlab.data.media import iter_video_frames, read_audio, write_image, write_wav
+from ltxlab.data.media import iter_video_frames, read_audio
+from ltxlab.data.media_write import write_image, write_wav
 from ltxlab.data.sample import make_a2v_dataset, make_i2v_dataset
 
 OUT = Path(__file__).resolve().parents[1] / "ltxlab" / "assets" / "validation"

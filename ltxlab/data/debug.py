@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ltxlab.data.media import write_image, write_video
+from ltxlab.data.media_write import write_image, write_video
 from ltxlab.data.prepared import PreparedClip, PreparePlan
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ltxlab.data.media import write_image, write_video, write_wav
+from ltxlab.data.media_write import write_image, write_video, write_wav
 
 SAMPLE_RATE = 44100  # a typical source rate, so consumers exercise resampling to 16 kHz
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ltxlab.config.resolution import bucket_size, snap_frames
 from ltxlab.config.schema import ValidationConfig
-from ltxlab.data.media import write_video
+from ltxlab.data.media_write import write_video
 from ltxlab.models import loader
 from ltxlab.models.codecs import decode_audio, decode_video, encode_audio, encode_video
 from ltxlab.models.spec import ModelConfig
