@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 
 from ltxlab.data.fit import resize_fill_center_crop
+from ltxlab.data.frame_fit import fit_video_frame
 from ltxlab.data.ingest import ingest
-from ltxlab.data.media import iter_video_frames, probe_video, read_image
+from ltxlab.data.media import iter_decoded_frames, probe_video, read_image
 from ltxlab.data.media_write import write_image, write_video, write_wav
 from ltxlab.data.prepare import PrepareSettings, iter_prepared, plan, write_debug_archive
 from ltxlab.data.sample import make_a2v_dataset, make_i2v_dataset
@@ -22,6 +24,12 @@ from ltxlab.errors import ConfigError, DatasetError
 
 W, H = 288, 512  # a portrait bucket from 160x120 landscape sources: fill + crop on both axes
 SR = 16000
+
+
+def _fitted(path: Path) -> Iterator[np.ndarray]:
+    """A video's frames fitted to the test bucket, the way prepare fits them."""
+    for frame in iter_decoded_frames(path):
+        yield fit_video_frame(frame, W, H)
 
 
 def _settings(mode: str = "i2v", **kw: object) -> PrepareSettings:
@@ -87,9 +95,9 @@ def test_i2v_fitted_clips_audio_and_captions(i2v_root: Path) -> None:
         assert c.caption.startswith("tr1gger a ")
     assert clips[0].source == "clip01.mp4"
     # Resize-to-fill then centre crop, frame for frame.
-    decoded = iter_video_frames(i2v_root / "clip02.mp4")
+    decoded = _fitted(i2v_root / "clip02.mp4")
     for k in range(17):
-        np.testing.assert_array_equal(clips[1].frames[k], resize_fill_center_crop(next(decoded), W, H))
+        np.testing.assert_array_equal(clips[1].frames[k], next(decoded))
     decoded.close()
 
 
@@ -129,6 +137,22 @@ def test_worker_count_does_not_change_results(i2v_root: Path) -> None:
     for a, b in zip(one, two, strict=True):
         np.testing.assert_array_equal(a.frames, b.frames)
         np.testing.assert_array_equal(a.audio, b.audio)
+
+
+def test_frame_buffers_are_reused_only_after_release(i2v_root: Path) -> None:
+    p = plan(ingest(i2v_root, "i2v"), _settings(num_workers=1, with_audio=False))
+    _, reference = _prep(i2v_root, _settings(num_workers=1, with_audio=False))
+    clips = iter_prepared(p)
+    first = next(clips)
+    first_buffer = first.frames.ctypes.data
+    first.release()
+    assert first.frames.size == 0
+    second = next(clips)  # decoded after the release: it gets the same memory back
+    assert second.frames.ctypes.data == first_buffer
+    third = next(clips)  # the second is still held, so the third must not share its buffer
+    assert not np.shares_memory(second.frames, third.frames)
+    np.testing.assert_array_equal(second.frames, reference[1].frames)
+    np.testing.assert_array_equal(third.frames, reference[2].frames)
 
 
 def test_stopping_early_does_not_hang(i2v_root: Path) -> None:
@@ -321,13 +345,12 @@ def test_a2v_start_image_is_frame_zero_and_audio_attached(a2v_root: Path) -> Non
     # clip02: the _start.png, fitted, is frame 0; frame 1 is the target's own frame 1.
     start = read_image(a2v_root / "clip02_start.png")
     np.testing.assert_array_equal(c2.frames[0], resize_fill_center_crop(start, W, H))
-    target = iter_video_frames(a2v_root / "clip02_end.mp4")
+    target = _fitted(a2v_root / "clip02_end.mp4")
     next(target)
-    np.testing.assert_array_equal(c2.frames[1], resize_fill_center_crop(next(target), W, H))
+    np.testing.assert_array_equal(c2.frames[1], next(target))
     target.close()
     # clip01: the first frame of the _start video; its audio track is the conditioning audio.
-    first = next(iter_video_frames(a2v_root / "clip01_start.mp4"))
-    np.testing.assert_array_equal(c1.frames[0], resize_fill_center_crop(first, W, H))
+    np.testing.assert_array_equal(c1.frames[0], next(_fitted(a2v_root / "clip01_start.mp4")))
     for c in clips:
         assert c.frames.shape == (17, H, W, 3)
         assert c.audio.shape == (2, round(17 / 24 * SR)) and np.isclose(np.abs(c.audio).max(), 0.99, atol=1e-3)

@@ -86,7 +86,11 @@ def main() -> None:
 
         def prepare() -> int:
             p = plan(ingest(root, "i2v"), settings)
-            return sum(c.frames.shape[0] for c in iter_prepared(p))
+            frames = 0
+            for clip in iter_prepared(p):
+                frames += clip.frames.shape[0]
+                clip.release()  # as the encoder does: the buffer is reused for the next clip
+            return frames
 
         runs: dict[str, Callable[[], int]] = {
             "bare PyAV decode (defaults)": lambda: bare_decode(paths, threaded=False),

@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from ltxlab.data.fit import fit_audio, peak_normalize, resize_fill_center_crop
-from ltxlab.data.media import IMAGE_EXTS, MediaError, iter_video_frames, read_audio, read_image
+from ltxlab.data.frame_fit import fit_video_frame, read_fitted_still
+from ltxlab.data.media import MediaError, iter_decoded_frames, read_audio, read_image
 from ltxlab.data.prepared import PlanItem, PreparedClip, PreparePlan, PrepareSettings, final_caption
 from ltxlab.errors import DatasetError
 
@@ -46,6 +47,32 @@ class _Cancelled(Exception):
     pass
 
 
+class FramePool:
+    """Clip-sized frame buffers, reused once consumers hand them back (:meth:`PreparedClip.release`).
+
+    A clip is tens to hundreds of MB; allocating it fresh means page faults and zeroing on every clip, which
+    costs as much as fitting its frames (more on VMs, where freed memory goes back to the host).
+    """
+
+    def __init__(self, shape: tuple[int, ...], keep: int) -> None:
+        self.shape, self.keep = shape, keep
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> np.ndarray:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return np.empty(self.shape, np.uint8)
+
+    def give_back(self, buf: np.ndarray) -> None:
+        if buf.shape != self.shape or buf.base is not None:
+            return  # not one of ours (a view, or another size): let it be freed normally
+        with self._lock:
+            if len(self._free) < self.keep:
+                self._free.append(buf)
+
+
 def _put(q: queue.Queue, obj: object, cancel: threading.Event) -> None:
     while True:
         if cancel.is_set():
@@ -70,17 +97,8 @@ def _jobs(items: list[PlanItem]) -> list[list[PlanItem]]:
 
 def _start_frame(it: PlanItem, s: PrepareSettings) -> np.ndarray:
     """The a2v start image, fitted to the bucket (a _start image, or the first frame of a _start video)."""
-    start = it.clip.start
-    assert start is not None
-    if start.suffix.lower() in IMAGE_EXTS:
-        img = read_image(start, s.limits)
-    else:
-        frames = iter_video_frames(start, s.limits, threaded=s.num_workers <= 1)
-        try:
-            img = next(frames)
-        finally:
-            frames.close()
-    return resize_fill_center_crop(img, s.width, s.height)
+    assert it.clip.start is not None
+    return read_fitted_still(it.clip.start, s.width, s.height, s.limits, threaded=s.num_workers <= 1)
 
 
 def _clip_audio(plan: PreparePlan, it: PlanItem, track: np.ndarray, num_frames: int) -> np.ndarray:
@@ -104,9 +122,11 @@ def _clip_audio(plan: PreparePlan, it: PlanItem, track: np.ndarray, num_frames: 
     return out.astype(np.float32, copy=False)
 
 
-def _run_job(plan: PreparePlan, job: list[PlanItem], q: queue.Queue, cancel: threading.Event) -> None:
+def _run_job(
+    plan: PreparePlan, job: list[PlanItem], q: queue.Queue, cancel: threading.Event, pool: FramePool
+) -> None:
     try:
-        for obj in _job_outputs(plan, job, cancel):
+        for obj in _job_outputs(plan, job, pool, cancel):
             _put(q, obj, cancel)
         _put(q, _DONE, cancel)
     except _Cancelled:
@@ -119,14 +139,15 @@ def _run_job(plan: PreparePlan, job: list[PlanItem], q: queue.Queue, cancel: thr
 
 
 def _job_outputs(
-    plan: PreparePlan, job: list[PlanItem], cancel: threading.Event | None = None
+    plan: PreparePlan, job: list[PlanItem], pool: FramePool, cancel: threading.Event | None = None
 ) -> Iterator[PreparedClip | _Skip]:
     s = plan.settings
     clip = job[0].clip
     caption = final_caption(clip.caption, s.trigger_phrase)
 
     def made(it: PlanItem, frames: np.ndarray, audio: np.ndarray | None) -> PreparedClip:
-        return PreparedClip(it.name, caption, frames, float(s.frame_rate), audio, it.source)
+        recycle = pool.give_back if frames.shape == pool.shape else None
+        return PreparedClip(it.name, caption, frames, float(s.frame_rate), audio, it.source, recycle)
 
     if plan.is_image:
         it = job[0]
@@ -152,7 +173,6 @@ def _job_outputs(
             yield _Skip(it.name, f"unreadable: {e}")
         return
 
-    n = s.number_of_frames
     # Where each needed source frame goes: source index -> [(item number, output position)].
     wanted: dict[int, list[tuple[int, int]]] = {}
     for k, it in enumerate(job):
@@ -165,7 +185,7 @@ def _job_outputs(
     stop = max(last_needed)
     seen = -1
     error: MediaError | None = None
-    frames = iter_video_frames(clip.media, s.limits, threaded=s.num_workers <= 1)
+    frames = iter_decoded_frames(clip.media, s.limits, threaded=s.num_workers <= 1)
     try:
         for i, frame in enumerate(frames):
             seen = i
@@ -174,9 +194,9 @@ def _job_outputs(
                 first: np.ndarray | None = None
                 for k, pos in targets:
                     if bufs[k] is None:
-                        bufs[k] = np.empty((n, s.height, s.width, 3), np.uint8)
+                        bufs[k] = pool.take()
                     if first is None:  # fit straight into the clip's buffer; repeats (auto-scale) copy it
-                        first = resize_fill_center_crop(frame, s.width, s.height, out=bufs[k][pos])
+                        first = fit_video_frame(frame, s.width, s.height, out=bufs[k][pos])
                     else:
                         bufs[k][pos] = first
                     filled[k] += 1
@@ -206,6 +226,8 @@ def _job_outputs(
             yield _finish(plan, it, buf, track, start_img, made)
         else:
             why = str(error) if error else f"{clip.media.name}: stream ended after {seen + 1} frames"
+            if buf is not None:
+                pool.give_back(buf)
             yield _Skip(it.name, f"truncated or corrupt: {why}")
         bufs[k] = None
 
@@ -229,9 +251,12 @@ def run_items(plan: PreparePlan) -> Iterator[PreparedClip]:
     jobs = _jobs(plan.items)
     workers = max(1, plan.settings.num_workers)
     cancel = threading.Event()
+    s = plan.settings
+    # Buffers in use at once: one filling per worker, finished ones queued, and the consumer's.
+    pool = FramePool((s.number_of_frames, s.height, s.width, 3), keep=workers + _QUEUE_DEPTH + 1)
     queues: list[queue.Queue] = [queue.Queue(maxsize=_QUEUE_DEPTH) for _ in jobs]
     produced = 0
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
+    executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
     submitted = 0
     # The workers already fill the cores: OpenCV's own resize threads would only oversubscribe them.
     cv_threads = cv2.getNumThreads()
@@ -240,7 +265,7 @@ def run_items(plan: PreparePlan) -> Iterator[PreparedClip]:
     try:
         for k in range(len(jobs)):
             while submitted < len(jobs) and submitted < k + workers:
-                pool.submit(_run_job, plan, jobs[submitted], queues[submitted], cancel)
+                executor.submit(_run_job, plan, jobs[submitted], queues[submitted], cancel, pool)
                 submitted += 1
             while (msg := queues[k].get()) is not _DONE:
                 if isinstance(msg, _Failure):
@@ -254,7 +279,7 @@ def run_items(plan: PreparePlan) -> Iterator[PreparedClip]:
     finally:
         cv2.setNumThreads(cv_threads)
         cancel.set()  # unblocks workers waiting on a full queue if the consumer stopped early
-        pool.shutdown(wait=True, cancel_futures=True)
+        executor.shutdown(wait=True, cancel_futures=True)
     if produced == 0:
         reasons = "; ".join(f"{n}: {r}" for n, r in plan.skipped[-3:])
         raise DatasetError(f"No usable training clips: every planned clip failed to decode ({reasons})")

@@ -119,3 +119,4 @@ def write_debug_archive(plan: PreparePlan, clips: Iterable[PreparedClip], zip_pa
     with DebugArchiveWriter(plan, zip_path) as writer:
         for clip in clips:
             writer.add(clip)
+            clip.release()

@@ -84,4 +84,5 @@ def encode_to_shards(clips: Iterable[PreparedClip], encoder: Encoder, writer: Sh
         meta = {"name": clip.name, "caption": clip.caption, "source": clip.source, "fps": clip.fps,
                 "num_frames": int(clip.frames.shape[0])}
         writer.write(EncodedSample(key=sample_key(position, clip.name), tensors=tensors, meta=meta))
+        clip.release()  # its frames are encoded: the buffer goes back to prepare for the next clip
     return EncodeSummary(count=writer.count, video_latent_shape=video_shape, audio_latent_shape=audio_shape)

@@ -21,37 +21,56 @@ MIN_FRAMES = 9
 MAX_FRAMES = 121
 
 
-def resize_fill_center_crop(frame: np.ndarray, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Scale ``frame`` (H×W×3 uint8) to *fill* ``width``×``height`` keeping aspect ratio, then centre-crop.
+@dataclass(frozen=True)
+class FillCrop:
+    """Where the fill-and-crop rule cuts a source frame: the surviving source box and its whole shrink factor."""
+
+    x0: int
+    y0: int
+    width: int
+    height: int
+    shrink: int  # whole factor (>= 2) to shrink by with INTER_AREA before the final bilinear step; 1 = none
+
+
+def fill_crop_box(src_w: int, src_h: int, width: int, height: int) -> FillCrop:
+    """The source box that resize-to-fill + centre-crop keeps, rounded to whole source pixels.
 
     The scale is ``max(width / W, height / H)``, so one side matches exactly and the other overhangs and is
-    cropped equally on both ends. Computed for speed (prepare's hot loop): the crop comes first, so only the
-    surviving source pixels are resampled, straight into ``out`` when given; shrinking by a whole factor uses
-    INTER_AREA's exact-integer path (proper anti-aliasing), then bilinear for the rest (< 2x). The crop is
-    rounded to whole source pixels.
+    cropped equally on both ends. Cropping first means only surviving pixels are resampled.
     """
     if width <= 0 or height <= 0:
         raise ValueError("target size must be positive")
-    src_h, src_w = frame.shape[:2]
-    if src_h == 0 or src_w == 0:
+    if src_h <= 0 or src_w <= 0:
         raise ValueError("empty frame")
     scale = max(width / src_w, height / src_h)
     crop_w = min(src_w, max(1, round(width / scale)))
     crop_h = min(src_h, max(1, round(height / scale)))
-    k = int(1.0 / scale) if scale < 1.0 else 1  # whole shrink factor
+    k = int(1.0 / scale) if scale < 1.0 else 1
     if k >= 2:
         crop_w, crop_h = crop_w - crop_w % k, crop_h - crop_h % k  # exact multiples keep the integer fast path
-    x0, y0 = (src_w - crop_w) // 2, (src_h - crop_h) // 2
-    src = frame[y0 : y0 + crop_h, x0 : x0 + crop_w]
+    return FillCrop((src_w - crop_w) // 2, (src_h - crop_h) // 2, crop_w, crop_h, max(k, 1))
+
+
+def resample(src: np.ndarray, width: int, height: int, shrink: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Resize ``src`` (H×W or H×W×C) to ``width``×``height``: INTER_AREA's exact-integer path for a whole
+    ``shrink`` factor (proper anti-aliasing), then bilinear for the rest (< 2x)."""
+    if shrink >= 2:
+        src = cv2.resize(src, (src.shape[1] // shrink, src.shape[0] // shrink), interpolation=cv2.INTER_AREA)
     if out is None:
-        out = np.empty((height, width, 3), np.uint8)
-    if k >= 2:
-        src = cv2.resize(src, (crop_w // k, crop_h // k), interpolation=cv2.INTER_AREA)
+        out = np.empty((height, width, *src.shape[2:]), np.uint8)
     if src.shape[:2] == (height, width):
         out[...] = src
     else:
         cv2.resize(src, (width, height), dst=out, interpolation=cv2.INTER_LINEAR)
     return out
+
+
+def resize_fill_center_crop(frame: np.ndarray, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Scale ``frame`` (H×W×3 uint8) to *fill* ``width``×``height`` keeping aspect ratio, then centre-crop
+    (see :func:`fill_crop_box`), straight into ``out`` when given."""
+    box = fill_crop_box(frame.shape[1], frame.shape[0], width, height)
+    src = frame[box.y0 : box.y0 + box.height, box.x0 : box.x0 + box.width]
+    return resample(src, width, height, box.shrink, out)
 
 
 def snap_frames(n: int) -> int:

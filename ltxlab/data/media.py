@@ -175,7 +175,8 @@ def _open_input(
         container.close()
 
 
-def _to_rgb(frame: av.VideoFrame) -> np.ndarray:
+def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded frame as H×W×3 uint8 RGB through swscale (honours the frame's colour matrix and range)."""
     # Honour a full-range tag on plain yuv420p (phones); unspecified ranges default to limited.
     kwargs = {"src_color_range": frame.color_range} if frame.color_range else {}
     return frame.to_ndarray(format="rgb24", **kwargs)
@@ -247,12 +248,13 @@ def probe_video(path: str | os.PathLike, limits: MediaLimits = MediaLimits()) ->
         )
 
 
-def iter_video_frames(path: str | os.PathLike, limits: MediaLimits = MediaLimits(),
-                      threaded: bool = True) -> Iterator[np.ndarray]:
-    """Decode frames one at a time as H×W×3 uint8 RGB (never holds the whole video).
+def iter_decoded_frames(
+    path: str | os.PathLike, limits: MediaLimits = MediaLimits(), threaded: bool = True
+) -> Iterator[av.VideoFrame]:
+    """Decode a video's frames one at a time, as PyAV frames (nothing converted, never the whole video).
 
     ``threaded`` uses FFmpeg's frame and slice threads; callers that already decode several files in parallel
-    pass False so the workers do not oversubscribe the cores.
+    pass False so the workers do not oversubscribe the cores. A yielded frame is valid until the next one.
 
     Raises :class:`MediaError` mid-iteration on decode errors or over-limit frames, and at the end when the
     stream delivered fewer packets than its header promised (a truncated file; :func:`probe_video` reads
@@ -273,9 +275,21 @@ def iter_video_frames(path: str | os.PathLike, limits: MediaLimits = MediaLimits
                 raise MediaError(f"{name}: more than {limits.max_frames} frames")
             if frame.time is not None and frame.time > limits.max_duration_s:
                 raise MediaError(f"{name}: runs past the {limits.max_duration_s:g} s limit")
-            yield _to_rgb(frame)
+            yield frame
         if count == 0:
             raise MediaError(f"{name}: no decodable video frames")
+
+
+def iter_video_frames(
+    path: str | os.PathLike, limits: MediaLimits = MediaLimits(), threaded: bool = True
+) -> Iterator[np.ndarray]:
+    """:func:`iter_decoded_frames` converted to H×W×3 uint8 RGB arrays."""
+    frames = iter_decoded_frames(path, limits, threaded)
+    try:
+        for frame in frames:
+            yield frame_to_rgb(frame)
+    finally:
+        frames.close()
 
 
 def read_image(path: str | os.PathLike, limits: MediaLimits = MediaLimits()) -> np.ndarray:
@@ -286,7 +300,7 @@ def read_image(path: str | os.PathLike, limits: MediaLimits = MediaLimits()) -> 
             raise MediaError(f"{name}: no image data")
         for frame in c.decode(c.streams.video[0]):
             _check_dims(frame.width, frame.height, name, limits)
-            return _to_rgb(frame)
+            return frame_to_rgb(frame)
     raise MediaError(f"{name}: no decodable image")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,15 @@ class PreparedClip:
     fps: float  # frame_rate
     audio: np.ndarray | None  # [2, T] float32 at sample_rate covering exactly F/fps seconds; None = audio off
     source: str  # relative path of the media it came from (manifest)
+    recycle: Callable[[np.ndarray], None] | None = field(default=None, repr=False, compare=False)
+
+    def release(self) -> None:
+        """Hand the frame buffer back to the prepare stage for the next clip (optional: a consumer that is done
+        with ``frames`` saves a fresh allocation and its page faults). ``frames`` is empty afterwards."""
+        if self.recycle is not None:
+            self.recycle(self.frames)
+            self.recycle = None
+        self.frames = self.frames[:0]
 
 
 @dataclass

@@ -13,15 +13,14 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from ltxlab.data.fit import fit_audio, peak_normalize, resize_fill_center_crop
+from ltxlab.data.fit import fit_audio, peak_normalize
+from ltxlab.data.frame_fit import read_fitted_still
 from ltxlab.data.media import (
     AUDIO_EXTS,
     IMAGE_EXTS,
     VIDEO_EXTS,
     MediaError,
-    iter_video_frames,
     read_audio,
-    read_image,
 )
 from ltxlab.data.sources import SourceLimits, download
 from ltxlab.errors import DatasetError, InputError
@@ -70,22 +69,14 @@ def fetch_input(url_or_path: str | Path, work_dir: Path, allowed_exts: set[str],
 def load_start_image(url_or_path: str | Path, width: int, height: int, work_dir: Path) -> np.ndarray:
     """The first-frame image as H×W×3 uint8 RGB at exactly ``width``×``height``.
 
-    Resized to fill and centre-cropped like training clips (`fit.resize_fill_center_crop`). A video file is
+    Resized to fill and centre-cropped like training clips (`frame_fit.read_fitted_still`). A video file is
     accepted too (its first frame is used), like the a2v datasets' ``_start.mp4``.
     """
     path = fetch_input(url_or_path, work_dir, IMAGE_EXTS | VIDEO_EXTS, "start image")
     try:
-        if path.suffix.lower() in IMAGE_EXTS:
-            frame = read_image(path)
-        else:
-            frames = iter_video_frames(path)
-            try:
-                frame = next(frames)
-            finally:
-                frames.close()
+        return read_fitted_still(path, width, height)
     except MediaError as e:
         raise InputError(f"start image: {e}") from None
-    return resize_fill_center_crop(frame, width, height)
 
 
 def load_conditioning_audio(url_or_path: str | Path, duration_s: float, work_dir: Path, normalize: bool = True,
