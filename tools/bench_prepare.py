@@ -8,7 +8,7 @@ Generates an i2v sample dataset (moving shapes + tone tracks) in a temp folder, 
 * bare: every video frame of every clip decoded with PyAV and converted to RGB arrays, one clip after another,
   with PyAV's default decoder settings and again with its threaded decoder (``thread_type="AUTO"``);
 * prepare: ``ingest`` + ``plan`` + ``iter_prepared`` (decode, resize-fill + centre crop to the bucket, audio
-  cut/fitted/normalised) with --workers threads.
+  cut/fitted/normalised) with --workers threads, releasing each clip's buffer as the encoder does.
 
 Prints frames/s for each (prepare counts the frames it outputs), CPU ms per frame, and prepare/bare ratios.
 """
