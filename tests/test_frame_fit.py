@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import struct
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
 
 from ltxlab.data.fit import resize_fill_center_crop
 from ltxlab.data.frame_fit import fit_video_frame, yuv_to_rgb_matrix
-from ltxlab.data.media import frame_to_rgb
+from ltxlab.data.media import frame_to_rgb, iter_decoded_frames, quarter_turns
+from ltxlab.data.media_write import write_video
 
 
 def _smooth_rgb(h: int, w: int) -> np.ndarray:
@@ -83,3 +87,37 @@ def test_matrix_maps_black_white_and_primaries() -> None:
     # BT.601 limited-range red is (81, 90, 240); BT.709's is (63, 102, 240).
     np.testing.assert_allclose(rgb(81, 90, 240), [255, 0, 0], atol=1.5)
     np.testing.assert_allclose(rgb(63, 102, 240, 709), [255, 0, 0], atol=1.5)
+
+
+def _tag_rotation(path: Path, quarter_turns_clockwise: int) -> None:
+    """Patch the mp4 track header's display matrix, as phones do for portrait clips (90° clockwise = a=0, b=1,
+    c=-1, d=0 in 16.16 fixed point)."""
+    data = bytearray(path.read_bytes())
+    tkhd = data.find(b"tkhd")
+    version = data[tkhd + 4]
+    matrix_at = tkhd + 8 + (32 if version == 1 else 20) + 16
+    one, minus_one = 0x10000, -0x10000 & 0xFFFFFFFF
+    a, b, c, d = {1: (0, one, minus_one, 0), 2: (minus_one, 0, 0, minus_one), 3: (0, minus_one, one, 0)}[
+        quarter_turns_clockwise
+    ]
+    data[matrix_at : matrix_at + 36] = struct.pack(">9I", a, b, 0, c, d, 0, 0, 0, 0x40000000)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3])
+def test_rotation_tag_is_honoured_on_both_paths(tmp_path: Path, turns: int) -> None:
+    # Coded landscape 96x64: left half red, right half blue.
+    coded = np.zeros((64, 96, 3), np.uint8)
+    coded[:, :48], coded[:, 48:] = (250, 10, 10), (10, 10, 250)
+    path = tmp_path / "phone.mp4"
+    write_video(path, [coded] * 3, 24)
+    _tag_rotation(path, turns)
+    upright = np.rot90(coded, k=-turns)  # what a player shows
+    frame = next(iter_decoded_frames(path))
+    assert frame.width == 96 and quarter_turns(frame) == (4 - turns) % 4
+    h, w = upright.shape[:2]
+    fast = fit_video_frame(frame, w, h)
+    swscale = frame_to_rgb(frame)
+    for got in (fast, swscale):
+        assert got.shape == upright.shape
+        assert np.abs(got.astype(int) - upright).mean() < 12  # only the colour edge and chroma blur differ

@@ -258,3 +258,25 @@ def test_other_video_containers(tmp_path, name, fmt, codec):
     info = media.probe_video(path)
     assert (info.width, info.height, info.num_frames, info.fps) == (64, 48, 10, 25.0)
     assert len(list(media.iter_video_frames(path))) == 10
+
+
+@pytest.mark.parametrize(("ext", "vcodec"), [(".mov", "libx264"), (".avi", "mpeg4")])
+def test_pcm_audio_in_mov_and_avi_is_read_whole(tmp_path, ext, vcodec):
+    # Camera files (DSLR .mov, older .avi) carry PCM: their headers count samples, not packets.
+    path = tmp_path / f"camera{ext}"
+    sr = 44100
+    tone = _tone(440, 1.0, sr)
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream(vcodec, rate=24)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        aus = out.add_stream("pcm_s16le", rate=sr, layout="mono")
+        for frame in _frames(24):
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        pcm = av.AudioFrame.from_ndarray((tone * 32767).astype(np.int16)[None], format="s16", layout="mono")
+        pcm.sample_rate = sr
+        out.mux(aus.encode(pcm))
+        out.mux(aus.encode(None))
+        out.mux(vs.encode(None))
+    assert media.has_audio_stream(path) and media.probe_video(path).has_audio
+    audio = media.read_audio(path, SR, 2)
+    assert audio.shape == (2, SR) and abs(_dominant_hz(audio[0], SR) - 440) < 5

@@ -9,6 +9,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -228,6 +229,37 @@ def test_with_audio_true_fails_on_a_silent_clip(half_silent_root: Path) -> None:
     assert str(e.value) == (
         "with_audio=true but 1 clip has no audio track: clip02.mp4. Remove them or set with_audio to null/false."
     )
+
+
+def _video_with_empty_audio_track(path: Path, n: int = 24) -> Path:
+    """An mkv that declares an AAC stream but carries no audio packets (some screen recorders write these)."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=24)
+        vs.width, vs.height, vs.pix_fmt = 160, 120, "yuv420p"
+        out.add_stream("aac", rate=SR, layout="stereo")
+        for i in range(n):
+            frame = np.full((120, 160, 3), (i * 9) % 256, np.uint8)
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(vs.encode(None))
+    return path
+
+
+def test_an_empty_audio_track_counts_as_silent(tmp_path: Path) -> None:
+    _video(tmp_path / "a.mp4", 24)
+    _video_with_empty_audio_track(tmp_path / "b.mkv")
+    p, clips = _prep(tmp_path, _settings(with_audio=None))
+    assert [c.name for c in clips] == ["a", "b"] and not p.skipped  # b's video is trained, not dropped
+    assert not p.with_audio and "(b.mkv)" in p.audio_reason
+    with pytest.raises(DatasetError, match=r"with_audio=true but 1 clip has no audio track: b\.mkv"):
+        plan(ingest(tmp_path, "i2v"), _settings(with_audio=True))
+
+
+def test_scene_names_never_collide_with_file_names(tmp_path: Path) -> None:
+    _video(tmp_path / "long.mp4", 48, cut_at=24)
+    _video(tmp_path / "long_scene001.mp4", 24)
+    p = plan(ingest(tmp_path, "i2v"), _settings(split_input_duration_threshold=1.0))
+    names = [it.name for it in p.items]
+    assert len(set(names)) == len(names) == 3 and "long_scene001" in names
 
 
 def test_with_audio_false_ignores_tracks(i2v_root: Path) -> None:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import http.server
 import io
 import os
 import stat
 import struct
+import threading
+import time
+import urllib.request
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -114,6 +121,29 @@ def test_total_size_limit_is_enforced(tmp_path: Path) -> None:
         resolve_source(str(z), tmp_path / "work", SourceLimits(max_total_bytes=5000))
 
 
+def test_archive_wide_ratio_is_refused_before_extracting(tmp_path: Path) -> None:
+    # The audit's case: 7 entries of 8 MiB zeros, each exactly at ratio_min_bytes (so no per-entry check), ~1000:1.
+    z = _zip(tmp_path / "d.zip", {f"f{i}.wav": b"\0" * (8 << 20) for i in range(7)})
+    with pytest.raises(DatasetError, match=r"overall .* compression-ratio limit"):
+        resolve_source(str(z), tmp_path / "work")
+    assert _files(tmp_path / "work" / "extracted") == []  # refused before anything was written
+    # Inflated compressed-size headers cannot hide it: the archive's real size caps them.
+    data = bytearray(z.read_bytes())
+    cd = data.find(b"PK\x01\x02")
+    while cd >= 0:
+        struct.pack_into("<I", data, cd + 20, 1 << 30)
+        cd = data.find(b"PK\x01\x02", cd + 4)
+    z.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=r"overall .* compression-ratio limit"):
+        extract_zip(z, tmp_path / "work" / "extracted")
+
+
+def test_small_archives_may_compress_very_well(tmp_path: Path) -> None:
+    # Under the ratio_min_bytes floor: highly compressible captions and silence are ordinary data.
+    z = _zip(tmp_path / "d.zip", {f"c{i}.txt": b"a" * (1 << 20) for i in range(7)})
+    assert len(_files(resolve_source(str(z), tmp_path / "work"))) == 7
+
+
 def test_file_and_folder_with_the_same_name_is_refused(tmp_path: Path) -> None:
     z = _zip(tmp_path / "d.zip", {"a": b"file", "a/b.mp4": b"x"})
     with pytest.raises(DatasetError, match="both a file and a folder"):
@@ -206,6 +236,115 @@ def test_download_then_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(sources, "_https_opener", lambda: _FakeOpener(b"<html>nope</html>", length=None))
     with pytest.raises(DatasetError, match="not a zip archive"):
         resolve_source("https://example.com/dataset.zip", tmp_path / "work2")
+
+
+def test_failed_download_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    download_dir = tmp_path / "work" / "download"
+    download_dir.mkdir(parents=True)
+    (download_dir / "dataset.zip").write_bytes(b"stale from an earlier run")
+    monkeypatch.setattr(sources, "_https_opener", lambda: _FakeOpener(b"<html>nope</html>", length=None))
+    with pytest.raises(DatasetError, match="not a zip archive"):
+        resolve_source("https://example.com/dataset.zip", tmp_path / "work")
+    assert list(download_dir.iterdir()) == []
+
+
+class _PlainHttpsHandler(urllib.request.HTTPHandler):
+    """Serves ``https://`` URLs over plain HTTP, so real sockets and http.client run without a certificate."""
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(http.client.HTTPConnection, req)
+
+
+def _local_opener() -> urllib.request.OpenerDirector:
+    opener = urllib.request.OpenerDirector()
+    for handler in (_PlainHttpsHandler(), urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
+
+
+Body = Callable[[http.server.BaseHTTPRequestHandler], None]
+Serve = Callable[[Body], str]
+
+
+@pytest.fixture
+def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Serve]:
+    """Start a local server whose GET handler is the given function; returns the https:// URL to ask for."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def start(body: Body) -> str:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                with contextlib.suppress(OSError):  # the client hung up: expected once it gives up
+                    body(self)
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        srv.daemon_threads = True
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"https://127.0.0.1:{srv.server_address[1]}/d.zip"
+
+    monkeypatch.setattr(sources, "_https_opener", _local_opener)
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _headers(h: http.server.BaseHTTPRequestHandler, length: int) -> None:
+    h.send_response(200)
+    h.send_header("Content-Length", str(length))
+    h.end_headers()
+    h.wfile.flush()
+
+
+def _drip(h: http.server.BaseHTTPRequestHandler) -> None:
+    # One byte every 0.1 s: every read is well inside the per-read timeout, the whole is not.
+    _headers(h, 10**6)
+    for _ in range(60):
+        h.wfile.write(b"x")
+        h.wfile.flush()
+        time.sleep(0.1)
+
+
+def _stall(h: http.server.BaseHTTPRequestHandler) -> None:
+    _headers(h, 10**6)
+    time.sleep(6)
+
+
+@pytest.mark.parametrize("body", [_drip, _stall], ids=["slow-drip", "stalled"])
+def test_download_deadline_stops_a_slow_server(tmp_path: Path, serve: Serve, body: Body) -> None:
+    url = serve(body)
+    limits = SourceLimits(connect_timeout_s=5.0, download_timeout_s=1.0)
+    start = time.monotonic()
+    with pytest.raises(DatasetError, match=r"^Dataset download https://127\.0\.0\.1:\d+/d\.zip took longer than 1 s$"):
+        resolve_source(url, tmp_path / "work", limits)
+    assert time.monotonic() - start < 2.5
+    assert list((tmp_path / "work" / "download").iterdir()) == []
+
+
+def test_download_cut_short_is_refused(tmp_path: Path, serve: Serve) -> None:
+    def short(h: http.server.BaseHTTPRequestHandler) -> None:
+        _headers(h, 100)
+        h.wfile.write(b"PK" + b"x" * 8)  # then the connection closes
+
+    with pytest.raises(DatasetError, match="cut short \\(10 of 100 bytes\\)"):
+        resolve_source(serve(short), tmp_path / "work")
+    assert list((tmp_path / "work" / "download").iterdir()) == []
+
+
+def test_download_over_a_real_socket(tmp_path: Path, serve: Serve) -> None:
+    payload = _zip(tmp_path / "src.zip", {"a.mp4": os.urandom(3 << 20), "a.txt": b"cap"}).read_bytes()
+
+    def whole(h: http.server.BaseHTTPRequestHandler) -> None:
+        _headers(h, len(payload))
+        h.wfile.write(payload)
+
+    out = resolve_source(serve(whole), tmp_path / "work", SourceLimits(download_timeout_s=30.0))
+    assert _files(out) == ["a.mp4", "a.txt"]
+    assert (tmp_path / "work" / "download" / "dataset.zip").read_bytes() == payload
 
 
 def test_redirect_to_plain_http_is_refused() -> None:

@@ -4,7 +4,8 @@ Converting a whole frame to RGB with swscale and then resizing it costs about tw
 4:2:0 frames (what nearly every H.264/HEVC/VP9/AV1 clip decodes to) the fill-and-crop box is cut out of the Y, U
 and V planes first, each plane is resampled straight to the bucket size, and one colour-matrix pass (the frame's
 BT.601/709/2020 matrix and limited/full range, as swscale would use) makes RGB. Other pixel formats go through
-swscale's RGB and :func:`resize_fill_center_crop`. Both paths apply the same :func:`fill_crop_box` geometry.
+swscale's RGB and :func:`resize_fill_center_crop`. Both paths apply the same :func:`fill_crop_box` geometry to
+the upright picture (a rotation tag, as phones write for portrait clips, is honoured).
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import cv2
 import numpy as np
 
 from ltxlab.data.fit import fill_crop_box, resample, resize_fill_center_crop
-from ltxlab.data.media import IMAGE_EXTS, MediaLimits, frame_to_rgb, iter_decoded_frames, read_image
+from ltxlab.data.media import (
+    IMAGE_EXTS,
+    MediaLimits,
+    frame_to_rgb,
+    iter_decoded_frames,
+    quarter_turns,
+    read_image,
+    rotate_upright,
+)
 
 _FAST_FORMATS = {"yuv420p": False, "yuvj420p": True}  # pixel format -> full range implied by the format
 _KR_KB = {601: (0.299, 0.114), 709: (0.2126, 0.0722), 2020: (0.2627, 0.0593)}
@@ -50,19 +59,21 @@ def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
 
 
 def fit_video_frame(frame: av.VideoFrame, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
-    """``frame`` resized to fill ``width``×``height`` and centre-cropped, as H×W×3 uint8 RGB (into ``out``)."""
+    """``frame``, turned upright, resized to fill ``width``×``height`` and centre-cropped, as H×W×3 uint8 RGB."""
     implied_full = _FAST_FORMATS.get(frame.format.name)
     if implied_full is None or any(p.line_size <= 0 for p in frame.planes):
         return resize_fill_center_crop(frame_to_rgb(frame), width, height, out)
-    box = fill_crop_box(frame.width, frame.height, width, height)
-    y = _plane(frame, 0)[box.y0 : box.y0 + box.height, box.x0 : box.x0 + box.width]
+    turns = quarter_turns(frame)
+    upright_w, upright_h = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
+    box = fill_crop_box(upright_w, upright_h, width, height)
+    # The box is centred, so in coded (unrotated) coordinates it is the same box with its axes swapped.
+    x0, y0, box_w, box_h = (box.y0, box.x0, box.height, box.width) if turns % 2 else (box.x0, box.y0, box.width,
+                                                                                       box.height)
     # Chroma is half size: the same box at half resolution (rounded outwards so it is never empty).
-    cx0, cy0 = box.x0 // 2, box.y0 // 2
-    cx1, cy1 = (box.x0 + box.width + 1) // 2, (box.y0 + box.height + 1) // 2
-    chroma_shrink = max(1, box.shrink // 2)
-    planes = [resample(y, width, height, box.shrink)]
-    for k in (1, 2):
-        planes.append(resample(_plane(frame, k)[cy0:cy1, cx0:cx1], width, height, chroma_shrink))
+    chroma = (slice(y0 // 2, (y0 + box_h + 1) // 2), slice(x0 // 2, (x0 + box_w + 1) // 2))
+    cropped = [_plane(frame, 0)[y0 : y0 + box_h, x0 : x0 + box_w], _plane(frame, 1)[chroma], _plane(frame, 2)[chroma]]
+    shrinks = [box.shrink, max(1, box.shrink // 2), max(1, box.shrink // 2)]
+    planes = [resample(rotate_upright(p, turns), width, height, k) for p, k in zip(cropped, shrinks, strict=True)]
     standard = _STANDARD_OF_COLORSPACE.get(int(frame.colorspace or 0), 601)
     full_range = implied_full or int(frame.color_range or 0) == _FULL_RANGE
     if out is None:

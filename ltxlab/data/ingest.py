@@ -99,7 +99,8 @@ def read_caption(path: Path, root: Path, warnings: list[str]) -> str | None:
     return text
 
 
-def _unique_name(base: str, taken: set[str]) -> str:
+def unique_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base_2``, ``base_3`` ... whichever is not in ``taken`` yet (then added to it)."""
     name, k = base, 2
     while name in taken:
         name, k = f"{base}_{k}", k + 1
@@ -151,7 +152,7 @@ def _ingest_i2v(root: Path, files: list[Path]) -> Dataset:
         if cap_path is not None:
             used_captions.add(stem)
             caption = read_caption(cap_path, root, warnings)
-        clips.append(ClipSource(name=_unique_name(base, taken), media=p, kind=kind, caption=caption))
+        clips.append(ClipSource(name=unique_name(base, taken), media=p, kind=kind, caption=caption))
     orphans = [captions[s] for s in captions if s not in used_captions]
     if orphans:
         shown = ", ".join(_rel(root, p) for p in orphans[:5]) + (" ..." if len(orphans) > 5 else "")

@@ -16,6 +16,7 @@ Any failure surfaces as :class:`MediaError` with a one-line reason naming only t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import stat
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 VIDEO_EXTS = {".mp4", ".mov", ".avi", ".mkv"}
@@ -175,11 +177,25 @@ def _open_input(
         container.close()
 
 
+_ROTATE_CCW = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
+
+
+def quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that bring a decoded frame upright (its display matrix: phone portrait
+    videos are coded landscape and tagged with a rotation; 0 when untagged)."""
+    return round(frame.rotation / 90) % 4 if frame.rotation else 0
+
+
+def rotate_upright(pixels: np.ndarray, turns: int) -> np.ndarray:
+    """``pixels`` (H×W or H×W×C) turned ``turns`` quarter turns counter-clockwise."""
+    return cv2.rotate(pixels, _ROTATE_CCW[turns]) if turns else pixels
+
+
 def frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """A decoded frame as H×W×3 uint8 RGB through swscale (honours the frame's colour matrix and range)."""
+    """A decoded frame as upright H×W×3 uint8 RGB through swscale (honours the colour matrix and range)."""
     # Honour a full-range tag on plain yuv420p (phones); unspecified ranges default to limited.
     kwargs = {"src_color_range": frame.color_range} if frame.color_range else {}
-    return frame.to_ndarray(format="rgb24", **kwargs)
+    return rotate_upright(frame.to_ndarray(format="rgb24", **kwargs), quarter_turns(frame))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -196,17 +212,43 @@ def _fps_of(stream: av.video.stream.VideoStream) -> float:
 def _decode_checked(
     c: av.container.InputContainer, stream: av.stream.Stream, name: str
 ) -> Iterator[av.frame.Frame]:
-    """Decode one stream; at the end, raise if fewer packets came than the header declares (truncation)."""
+    """Decode one stream; at the end, raise if less came than the header declares (truncation).
+
+    Headers count packets, except for PCM audio, where mov and avi count samples.
+    """
     declared = int(stream.frames or 0)
     # mov/mp4 sample tables are exact; other containers' counts can be estimates, so allow slack there.
     slack = 0 if c.format.name == "mov" else max(2, declared // 50)
-    packets = 0
+    pcm = stream.type == "audio" and stream.codec_context.name.startswith("pcm_")
+    present = 0
     for packet in c.demux(stream):
-        if packet.size:
-            packets += 1
-        yield from packet.decode()
-    if declared and packets < declared - slack:
-        raise MediaError(f"{name}: truncated or corrupt: {packets} of {declared} packets present")
+        if packet.size and not pcm:
+            present += 1
+        for frame in packet.decode():
+            if pcm:
+                present += frame.samples
+            yield frame
+    if declared and present < declared - slack:
+        unit = "samples" if pcm else "packets"
+        raise MediaError(f"{name}: truncated or corrupt: {present} of {declared} {unit} present")
+
+
+def _audio_decodes(c: av.container.InputContainer, max_packets: int = 64) -> bool:
+    """Whether the first audio stream yields samples (an empty or undecodable track counts as no audio)."""
+    stream = c.streams.audio[0]
+    tried = 0
+    try:
+        for packet in c.demux(stream):
+            if not packet.size:
+                continue
+            if any(frame.samples for frame in packet.decode()):
+                return True
+            tried += 1
+            if tried >= max_packets:
+                return False
+    except av.error.FFmpegError:
+        return False
+    return False
 
 
 def probe_video(path: str | os.PathLike, limits: MediaLimits = MediaLimits()) -> VideoInfo:
@@ -238,14 +280,16 @@ def probe_video(path: str | os.PathLike, limits: MediaLimits = MediaLimits()) ->
             raise MediaError(f"{name}: video stream has no frames")
         if duration <= 0:
             duration = num_frames / fps
-        return VideoInfo(
+        info = VideoInfo(
             width=vs.codec_context.width,
             height=vs.codec_context.height,
             fps=fps,
             num_frames=num_frames,
             duration_s=duration,
-            has_audio=len(c.streams.audio) > 0,
+            has_audio=False,
         )
+    # Decided apart (a second open) so the audio scan cannot disturb the video stream's probing above.
+    return dataclasses.replace(info, has_audio=has_audio_stream(path, limits))
 
 
 def iter_decoded_frames(
@@ -305,9 +349,12 @@ def read_image(path: str | os.PathLike, limits: MediaLimits = MediaLimits()) -> 
 
 
 def has_audio_stream(path: str | os.PathLike, limits: MediaLimits = MediaLimits()) -> bool:
-    """Whether a video/audio file carries an audio stream (MediaError if it can't be opened)."""
+    """Whether a video/audio file carries audio that decodes (MediaError if the file can't be opened).
+
+    A declared stream with no packets, or one whose first packets decode to nothing, is silence, not audio.
+    """
     with _open_input(path, limits, VIDEO_EXTS | AUDIO_EXTS) as c:
-        return len(c.streams.audio) > 0
+        return bool(c.streams.audio) and _audio_decodes(c)
 
 
 def read_audio(

@@ -18,8 +18,16 @@ from typing import Any, TypeVar
 from ltxlab.data.assemble import run_items
 from ltxlab.data.debug import write_debug_archive
 from ltxlab.data.fit import MAX_FRAMES, MIN_FRAMES, select_frames, snap_frames
-from ltxlab.data.ingest import ClipSource, Dataset
-from ltxlab.data.media import IMAGE_EXTS, MediaError, VideoInfo, probe_video, read_audio, read_image
+from ltxlab.data.ingest import ClipSource, Dataset, unique_name
+from ltxlab.data.media import (
+    IMAGE_EXTS,
+    MediaError,
+    VideoInfo,
+    has_audio_stream,
+    probe_video,
+    read_audio,
+    read_image,
+)
 from ltxlab.data.prepared import PlanItem, PreparedClip, PreparePlan, PrepareSettings, final_caption
 from ltxlab.data.scenes import detect_scenes
 from ltxlab.errors import ConfigError, DatasetError
@@ -111,6 +119,7 @@ def plan(dataset: Dataset, settings: PrepareSettings) -> PreparePlan:
 
     scene_lists = _pmap(scenes_of, usable, s.num_workers)
     items: list[PlanItem] = []
+    taken = {clip.name for clip in clips}
     too_short: list[int] = []  # lengths of clips/scenes rejected by the clip-length rule
     n = s.number_of_frames
     for (clip, info), scenes in zip(usable, scene_lists, strict=True):
@@ -121,7 +130,8 @@ def plan(dataset: Dataset, settings: PrepareSettings) -> PreparePlan:
         if scenes:
             log.info("%s: %d scene(s) detected", clip.name, len(scenes))
         for k, (a, b) in enumerate(segments):
-            name = f"{clip.name}_scene{k + 1:03d}" if len(segments) > 1 else clip.name
+            # Scene names must not collide with another clip's name (a file may be called long_scene001.mp4).
+            name = unique_name(f"{clip.name}_scene{k + 1:03d}", taken) if len(segments) > 1 else clip.name
             sel = select_frames(b - a, info.fps, n, s.frame_rate, s.auto_scale_input)
             if sel is None:
                 too_short.append(b - a)
@@ -191,13 +201,13 @@ def _check_a2v_sources(
             return f"start unreadable: {e}"
         src = clip.audio or clip.start
         try:
-            audio = read_audio(src, s.sample_rate, 2, s.limits)
-        except MediaError as e:
-            if clip.audio is None:
+            if clip.audio is None and not has_audio_stream(clip.start, s.limits):
                 raise DatasetError(
                     f"a2v group '{clip.name}' has no usable audio: {clip.start.name} has no audio track "
                     f"and there is no {clip.name}_audio file (.wav/.mp3/.ogg/.m4a/.aac/.flac)"
-                ) from None
+                )
+            audio = read_audio(src, s.sample_rate, 2, s.limits)
+        except MediaError as e:
             raise DatasetError(f"a2v group '{clip.name}' has no usable audio: {e}") from None
         if audio.shape[1] < s.sample_rate // 100:
             raise DatasetError(f"a2v group '{clip.name}' has no usable audio: {src.name} is empty")

@@ -2,15 +2,18 @@
 
 Folders are used in place and never written to. Archives are extracted into ``work_dir/extracted`` with every
 entry checked (no absolute paths, ``..``, symlinks, devices or encrypted entries) and with limits on entry
-count, declared size, per-entry compression ratio and the bytes actually written (headers can lie). Downloads
-accept only ``https://`` (redirects too) and stream to ``work_dir/download`` under a size cap and timeouts.
+count, declared size, per-entry and archive-wide compression ratio and the bytes actually written (headers can
+lie). Downloads accept only ``https://`` (redirects too) and stream to ``work_dir/download`` under a size cap,
+a per-read timeout and a deadline for the whole transfer; a failed download leaves no file behind.
 """
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import shutil
+import socket
 import stat
 import time
 import urllib.error
@@ -34,8 +37,8 @@ IGNORED_FILES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 class SourceLimits:
     max_entries: int = 20_000  # files in an archive or folder
     max_total_bytes: int = 50 * 1024**3  # uncompressed, declared and actually written
-    max_entry_ratio: float = 200.0  # uncompressed/compressed per entry; deflate tops out near 1030:1
-    ratio_min_bytes: int = 8 * 1024**2  # small entries (captions, silent wavs) may compress very well
+    max_entry_ratio: float = 200.0  # uncompressed/compressed, per entry and archive-wide; deflate tops near 1030:1
+    ratio_min_bytes: int = 8 * 1024**2  # small entries/archives (captions, silent wavs) may compress very well
     max_download_bytes: int = 20 * 1024**3
     connect_timeout_s: float = 30.0  # per socket operation (connect, each read)
     download_timeout_s: float = 3600.0  # whole transfer
@@ -97,14 +100,14 @@ def _entry_kind(info: zipfile.ZipInfo) -> str:
 
 
 def _check_entries(
-    infos: list[zipfile.ZipInfo], label: str, limits: SourceLimits
+    infos: list[zipfile.ZipInfo], label: str, limits: SourceLimits, archive_bytes: int
 ) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
     files = [i for i in infos if _entry_kind(i) != "dir"]
     if len(files) > limits.max_entries:
         raise DatasetError(f"Archive {label} has {len(files)} files, over the limit of {limits.max_entries}")
     plan: list[tuple[zipfile.ZipInfo, PurePosixPath]] = []
     seen: set[str] = set()
-    total = 0
+    total = packed = 0
     for info in infos:
         rel = _safe_member_path(info.filename)
         if rel is None:
@@ -141,6 +144,7 @@ def _check_entries(
                 f"{limits.max_entry_ratio:g}:1 compression-ratio limit (zip bomb?): refused"
             )
         total += info.file_size
+        packed += info.compress_size
         if total > limits.max_total_bytes:
             raise DatasetError(
                 f"Archive {label} unpacks to more than {limits.max_total_bytes} bytes, over the size limit"
@@ -150,6 +154,15 @@ def _check_entries(
             raise DatasetError(f"Archive {label} lists {key!r} more than once: refused")
         seen.add(key)
         plan.append((info, rel))
+    # Many entries each just under ratio_min_bytes add up to a bomb too. The compressed sizes are headers as
+    # well, so the archive's real size caps them (a lie cannot lower the ratio); the bytes actually written
+    # are held to the declared sizes during extraction.
+    packed = max(min(packed, archive_bytes), 1)
+    if total > limits.ratio_min_bytes and total / packed > limits.max_entry_ratio:
+        raise DatasetError(
+            f"Archive {label} expands {total / packed:.0f}:1 overall ({total} bytes from {packed}), over the "
+            f"{limits.max_entry_ratio:g}:1 compression-ratio limit (zip bomb?): refused"
+        )
     folders = {parent.as_posix() for _, rel in plan for parent in rel.parents}
     clash = sorted(seen & folders)
     if clash:
@@ -173,7 +186,7 @@ def extract_zip(archive: Path, dest: Path, limits: SourceLimits | None = None) -
         raise DatasetError(f"Dataset archive {label} is not a readable zip file ({e})") from None
     written = 0
     with zf:
-        for info, rel in _check_entries(zf.infolist(), label, limits):
+        for info, rel in _check_entries(zf.infolist(), label, limits, os.path.getsize(archive)):
             target = root.joinpath(*rel.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             # O_EXCL|O_NOFOLLOW: never write through a pre-existing file or link (there should be none).
@@ -227,52 +240,78 @@ def _https_opener() -> urllib.request.OpenerDirector:
     return opener
 
 
-def download(url: str, dest: Path, limits: SourceLimits | None = None, expect_zip: bool = True) -> Path:
-    """Stream an ``https://`` URL to ``dest`` under the size cap and timeouts; returns ``dest``. With
-    ``expect_zip`` (dataset archives) anything that is not a zip is refused; media files are checked by the
-    media readers instead."""
-    limits = limits or SourceLimits()
-    if not url.lower().startswith("https://"):
-        raise DatasetError("Only https:// dataset URLs are accepted")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+def _socket_of(resp: object) -> socket.socket | None:
+    """The socket under an http.client response (``fp`` is a BufferedReader over a SocketIO), if reachable."""
+    sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _fetch(url: str, part: Path, limits: SourceLimits, shown: str) -> None:
     deadline = time.monotonic() + limits.download_timeout_s
-    shown = url.split("?", 1)[0]  # signed URLs carry secrets in the query string: never log it
+    too_slow = f"Dataset download {shown} took longer than {limits.download_timeout_s:g} s"
     try:
         req = urllib.request.Request(url, headers={"User-Agent": "ltxlab"})
-        with _https_opener().open(req, timeout=limits.connect_timeout_s) as resp:
+        timeout = min(limits.connect_timeout_s, limits.download_timeout_s)
+        with _https_opener().open(req, timeout=timeout) as resp:
             declared = resp.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > limits.max_download_bytes:
+            size = int(declared) if declared and declared.isdigit() else None
+            if size is not None and size > limits.max_download_bytes:
                 raise DatasetError(
-                    f"Dataset download {shown} is {int(declared)} bytes, over the "
-                    f"{limits.max_download_bytes}-byte limit"
+                    f"Dataset download {shown} is {size} bytes, over the {limits.max_download_bytes}-byte limit"
                 )
+            sock = _socket_of(resp)
             got = 0
             with open(part, "wb") as out:
-                while chunk := resp.read(_CHUNK):
+                while True:
+                    # read(n) would block until n bytes arrive, so a slow drip could outlast the deadline: read1
+                    # returns what is there, and no single socket wait may run past the deadline either.
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise DatasetError(too_slow)
+                    if sock is not None:
+                        sock.settimeout(min(limits.connect_timeout_s, left))
+                    chunk = resp.read1(_CHUNK)
+                    if not chunk:
+                        break
                     got += len(chunk)
                     if got > limits.max_download_bytes:
                         raise DatasetError(
                             f"Dataset download {shown} exceeds the {limits.max_download_bytes}-byte limit"
                         )
-                    if time.monotonic() > deadline:
-                        raise DatasetError(
-                            f"Dataset download {shown} took longer than {limits.download_timeout_s:g} s"
-                        )
                     out.write(chunk)
+            if size is not None and got < size:  # read1 reports a dropped connection as a quiet end
+                raise DatasetError(f"Dataset download {shown} was cut short ({got} of {size} bytes)")
     except DatasetError:
-        part.unlink(missing_ok=True)
         raise
     except urllib.error.HTTPError as e:
-        part.unlink(missing_ok=True)
         raise DatasetError(f"Could not download the dataset from {shown}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        part.unlink(missing_ok=True)
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+        if time.monotonic() >= deadline:  # the last socket wait was cut to the time left
+            raise DatasetError(too_slow) from None
         reason = getattr(e, "reason", None) or e
         raise DatasetError(f"Could not download the dataset from {shown}: {reason}") from None
-    os.replace(part, dest)
-    if expect_zip and not zipfile.is_zipfile(dest):
-        raise DatasetError(f"The file downloaded from {shown} is not a zip archive")
+
+
+def download(url: str, dest: Path, limits: SourceLimits | None = None, expect_zip: bool = True) -> Path:
+    """Stream an ``https://`` URL to ``dest`` under the size cap and timeouts; returns ``dest``. With
+    ``expect_zip`` (dataset archives) anything that is not a zip is refused; media files are checked by the
+    media readers instead. On any failure neither ``dest`` nor the partial file is left behind."""
+    limits = limits or SourceLimits()
+    if not url.lower().startswith("https://"):
+        raise DatasetError("Only https:// dataset URLs are accepted")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    shown = url.split("?", 1)[0]  # signed URLs carry secrets in the query string: never log it
+    try:
+        _fetch(url, part, limits, shown)
+        os.replace(part, dest)
+        if expect_zip and not zipfile.is_zipfile(dest):
+            raise DatasetError(f"The file downloaded from {shown} is not a zip archive")
+    except BaseException:
+        # Also drops a stale dest from an earlier run, so nothing downstream mistakes it for this download.
+        part.unlink(missing_ok=True)
+        dest.unlink(missing_ok=True)
+        raise
     return dest
 
 
