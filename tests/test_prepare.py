@@ -169,7 +169,7 @@ def test_all_too_short_is_the_seeds_error(i2v_root: Path) -> None:
     with pytest.raises(DatasetError) as e:
         plan(ingest(i2v_root, "i2v"), _settings(number_of_frames=33))
     assert str(e.value) == (
-        "All training videos are too short to be trainable (need at least 33 frames; longest has 24). "
+        "All training videos are too short to be trainable (need at least 33 frames; longest video has 24). "
         "Turn on auto_scale_input or lower number_of_frames."
     )
 
@@ -351,6 +351,9 @@ def test_scene_length_rule_applies_per_scene(tmp_path: Path) -> None:
     p, clips = _prep(tmp_path, _settings(number_of_frames=25, split_input_duration_threshold=1.0))
     assert [c.name for c in clips] == ["cut_scene002"]
     assert p.skipped == [("cut_scene001", "too short: scene has 20 frames, needs 25 (auto_scale_input is off)")]
+    # Every scene too short, though the whole video is not: the error says so and how to fix it.
+    with pytest.raises(DatasetError, match=r"longest scene has 30.* set split_input_into_scenes=false"):
+        plan(ingest(tmp_path, "i2v"), _settings(number_of_frames=33, split_input_duration_threshold=1.0))
 
 
 def test_scene_threshold_range_is_checked(i2v_root: Path) -> None:

@@ -229,9 +229,11 @@ def _raise_nothing_left(ds: Dataset, skipped: list[tuple[str, str]], too_short: 
     unreadable = [f"{name} ({why})" for name, why in skipped if not why.startswith("too short")]
     if too_short:
         extra = f"; {len(unreadable)} more could not be read" if unreadable else ""
+        split = any(why.startswith("too short: scene") for _, why in skipped)
+        fixes = "auto_scale_input, set split_input_into_scenes=false" if split else "auto_scale_input"
         raise DatasetError(
-            f"All training videos are too short to be trainable (need at least {n} frames; longest has "
-            f"{max(too_short)}{extra}). Turn on auto_scale_input or lower number_of_frames."
+            f"All training videos are too short to be trainable (need at least {n} frames; longest "
+            f"{'scene' if split else 'video'} has {max(too_short)}{extra}). Turn on {fixes} or lower number_of_frames."
         )
     kind = "images" if ds.kind == "image" else "videos"
     shown = "; ".join(unreadable[:3]) + (" ..." if len(unreadable) > 3 else "")
