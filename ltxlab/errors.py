@@ -6,6 +6,11 @@ class. Anything else that escapes is a bug or an environment failure.
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
 
 class LtxlabError(Exception):
     """Base class of every error ltxlab raises on purpose."""
@@ -27,3 +32,17 @@ class DatasetError(InputError):
 
 class ModelPathError(ConfigError):
     """A model path in the config is missing, does not exist, or does not hold the expected weights."""
+
+
+EXIT_INPUT = 2  # bad input; 1 stays "crash" (Hydra's and Python's), 75 "stopped early, resumable"
+
+
+def report_input_error(err: InputError, run_dir: Path | None) -> NoReturn:
+    """Report bad input the one way the CLI does: one ``error:`` line on stderr, ``error.json`` (the seeds' 422)
+    in ``run_dir`` when there is one, exit code 2. Nothing is trained."""
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.json").write_text(json.dumps({"status": err.code, "error": type(err).__name__,
+                                                        "detail": str(err)}))
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(EXIT_INPUT)

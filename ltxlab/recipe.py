@@ -16,7 +16,7 @@ from ltxlab.config.resolution import bucket_size
 from ltxlab.config.schema import Config
 from ltxlab.config.validate import validate
 from ltxlab.data.pipeline import build_latents
-from ltxlab.errors import InputError
+from ltxlab.errors import InputError, report_input_error
 from ltxlab.export import RunOutputs, billable_units, save_lora, training_config_json, write_config_file
 from ltxlab.train.trainer import train
 
@@ -61,11 +61,7 @@ def run_from_hydra(dict_cfg: DictConfig) -> float | None:
         cfg = validate(dict_cfg)
         result = run(cfg, run_dir, launch_dir, show_progress=cfg.logger.progress_bar)
     except InputError as err:
-        # The seeds' 422: bad input is reported in one line, nothing is trained.
-        (run_dir / "error.json").write_text(json.dumps({"status": err.code, "error": type(err).__name__,
-                                                        "detail": str(err)}))
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        report_input_error(err, run_dir)  # the seeds' 422: one line, error.json, exit 2, nothing trained
     if not result.finished:
         print("stopped before the last step; run the same command again to resume", file=sys.stderr)
         sys.exit(EXIT_RESUMABLE)

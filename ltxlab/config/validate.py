@@ -6,9 +6,11 @@ raised before anything is read or written.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
 import math
-from typing import Any
+from typing import Any, get_origin, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -105,9 +107,44 @@ def _snap(cfg: Config, key: str) -> None:
         setattr(getattr(cfg, section), name, snapped)
 
 
+def _config_keys(node: type = Config, prefix: str = "") -> dict[str, Any]:
+    """Every key path of the schema (groups and leaves) with its type hint."""
+    keys: dict[str, Any] = {}
+    for name, hint in get_type_hints(node).items():
+        keys[prefix + name] = hint
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            keys |= _config_keys(hint, f"{prefix}{name}.")
+    return keys
+
+
+def unknown_key_message(key: str) -> str:
+    """``data.with_audio is not a config key (did you mean audio.with_audio?)``: the same leaf elsewhere, else a
+    near spelling; under a free-form mapping (deepspeed), how to add the key."""
+    keys = _config_keys()
+    parent, _, leaf = key.rpartition(".")
+    if get_origin(keys.get(parent)) is dict:  # a free-form mapping (deepspeed): new keys are appended
+        return f"{key} is not a config key (to add it, write +{key}=...)"
+    matches = [k for k in keys if k.rpartition(".")[2] == leaf] or difflib.get_close_matches(key, keys, n=1,
+                                                                                          cutoff=0.75)
+    hint = f" (did you mean {' or '.join(matches[:3])}?)" if matches else ""
+    return f"{key} is not a config key{hint}"
+
+
+def _check_known_keys(node: DictConfig, schema: type = Config, prefix: str = "") -> None:
+    """``+data.with_audio=true`` appends a key Hydra accepts and the typed config would silently drop."""
+    fields = get_type_hints(schema)
+    for key, child in node.items_ex(resolve=False):
+        hint = fields.get(str(key))
+        if hint is None:
+            raise ConfigError(unknown_key_message(f"{prefix}{key}"))
+        if isinstance(child, DictConfig) and isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            _check_known_keys(child, hint, f"{prefix}{key}.")
+
+
 def validate(cfg: DictConfig | Config) -> Config:
     """Turn a composed config into a checked, typed ``Config`` (frame counts snapped down to 8k+1)."""
     if isinstance(cfg, DictConfig):
+        _check_known_keys(cfg)
         cfg = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     assert isinstance(cfg, Config)
     _check_ranges(cfg)
