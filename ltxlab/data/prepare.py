@@ -52,11 +52,9 @@ def _count(n: int, noun: str) -> str:
 
 
 def _rel(ds: Dataset, path: Path) -> str:
-    if ds.root is not None:
-        try:
-            return path.resolve().relative_to(ds.root).as_posix()
-        except ValueError:
-            pass
+    # Not resolved: a (dataset-internal) symlinked clip is reported under its own name, not its target's.
+    if ds.root is not None and path.is_relative_to(ds.root):
+        return path.relative_to(ds.root).as_posix()
     return path.name
 
 
