@@ -1,4 +1,4 @@
-"""Prepare stage: length rule, fitting, audio rule, scenes, a2v assembly, hostile media, debug archive."""
+"""Prepare stage: length rule, fitting, audio rule, scenes, hostile media, debug archive (a2v: test_prepare_a2v)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import shutil
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -15,63 +14,12 @@ import numpy as np
 import pytest
 
 from ltxlab.data.fit import resize_fill_center_crop
-from ltxlab.data.frame_fit import fit_video_frame
 from ltxlab.data.ingest import ingest
-from ltxlab.data.media import iter_decoded_frames, probe_video, read_image
-from ltxlab.data.media_write import write_image, write_video, write_wav
-from ltxlab.data.prepare import PrepareSettings, iter_prepared, plan, write_debug_archive
-from ltxlab.data.sample import make_a2v_dataset, make_i2v_dataset
+from ltxlab.data.media import probe_video, read_image
+from ltxlab.data.prepare import iter_prepared, plan, write_debug_archive
+from ltxlab.data.sample import make_i2v_dataset
 from ltxlab.errors import ConfigError, DatasetError
-
-W, H = 288, 512  # a portrait bucket from 160x120 landscape sources: fill + crop on both axes
-SR = 16000
-
-
-def _fitted(path: Path) -> Iterator[np.ndarray]:
-    """A video's frames fitted to the test bucket, the way prepare fits them."""
-    for frame in iter_decoded_frames(path):
-        yield fit_video_frame(frame, W, H)
-
-
-def _settings(mode: str = "i2v", **kw: object) -> PrepareSettings:
-    base: dict[str, object] = dict(mode=mode, width=W, height=H, number_of_frames=17, frame_rate=24)
-    if mode == "a2v":
-        base["split_input_into_scenes"] = False
-    base.update(kw)
-    return PrepareSettings(**base)  # type: ignore[arg-type]
-
-
-def _tone(seconds: float, amp: float = 0.5, freq: float = 440.0) -> np.ndarray:
-    t = np.arange(round(seconds * SR)) / SR
-    x = (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-    return np.stack([x, x])
-
-
-def _video(
-    path: Path,
-    n: int,
-    fps: int = 24,
-    size: tuple[int, int] = (160, 120),
-    audio: bool = True,
-    cut_at: int | None = None,
-) -> Path:
-    """A video whose frames differ (a moving bar); with ``cut_at`` it cuts hard from red to blue there."""
-    w, h = size
-    frames = []
-    for i in range(n):
-        colour = (200, 30, 30) if cut_at is None or i < cut_at else (30, 30, 200)
-        f = np.empty((h, w, 3), np.uint8)
-        f[:] = colour
-        f[:, (i * 5) % w : (i * 5) % w + 4] = 255
-        frames.append(f)
-    write_video(path, frames, fps, audio=_tone(n / fps) if audio else None, sample_rate=SR)
-    return path
-
-
-def _prep(root: Path, settings: PrepareSettings, trigger: str = "") -> tuple:
-    ds = ingest(root, settings.mode, trigger)
-    p = plan(ds, settings)
-    return p, list(iter_prepared(p))
+from tests.prepare_helpers import SR, H, W, fitted, prep, settings, video
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +33,7 @@ def i2v_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_i2v_fitted_clips_audio_and_captions(i2v_root: Path) -> None:
-    p, clips = _prep(i2v_root, _settings(trigger_phrase="tr1gger"))
+    p, clips = prep(i2v_root, settings(trigger_phrase="tr1gger"))
     assert p.with_audio and "all 3 clips have an audio track" in p.audio_reason
     assert [c.name for c in clips] == ["clip01", "clip02", "clip03"]
     for c in clips:
@@ -96,7 +44,7 @@ def test_i2v_fitted_clips_audio_and_captions(i2v_root: Path) -> None:
         assert c.caption.startswith("tr1gger a ")
     assert clips[0].source == "clip01.mp4"
     # Resize-to-fill then centre crop, frame for frame.
-    decoded = _fitted(i2v_root / "clip02.mp4")
+    decoded = fitted(i2v_root / "clip02.mp4")
     for k in range(17):
         np.testing.assert_array_equal(clips[1].frames[k], next(decoded))
     decoded.close()
@@ -132,8 +80,8 @@ def _resize_first_reference(img: np.ndarray, width: int, height: int) -> np.ndar
 
 
 def test_worker_count_does_not_change_results(i2v_root: Path) -> None:
-    _, one = _prep(i2v_root, _settings(num_workers=1))
-    _, two = _prep(i2v_root, _settings(num_workers=2))
+    _, one = prep(i2v_root, settings(num_workers=1))
+    _, two = prep(i2v_root, settings(num_workers=2))
     assert [c.name for c in one] == [c.name for c in two]
     for a, b in zip(one, two, strict=True):
         np.testing.assert_array_equal(a.frames, b.frames)
@@ -141,8 +89,8 @@ def test_worker_count_does_not_change_results(i2v_root: Path) -> None:
 
 
 def test_frame_buffers_are_reused_only_after_release(i2v_root: Path) -> None:
-    p = plan(ingest(i2v_root, "i2v"), _settings(num_workers=1, with_audio=False))
-    _, reference = _prep(i2v_root, _settings(num_workers=1, with_audio=False))
+    p = plan(ingest(i2v_root, "i2v"), settings(num_workers=1, with_audio=False))
+    _, reference = prep(i2v_root, settings(num_workers=1, with_audio=False))
     clips = iter_prepared(p)
     first = next(clips)
     first_buffer = first.frames.ctypes.data
@@ -157,7 +105,7 @@ def test_frame_buffers_are_reused_only_after_release(i2v_root: Path) -> None:
 
 
 def test_stopping_early_does_not_hang(i2v_root: Path) -> None:
-    p = plan(ingest(i2v_root, "i2v"), _settings(num_workers=2))
+    p = plan(ingest(i2v_root, "i2v"), settings(num_workers=2))
     gen = iter_prepared(p)
     next(gen)
     t = time.monotonic()
@@ -167,7 +115,7 @@ def test_stopping_early_does_not_hang(i2v_root: Path) -> None:
 
 def test_all_too_short_is_the_seeds_error(i2v_root: Path) -> None:
     with pytest.raises(DatasetError) as e:
-        plan(ingest(i2v_root, "i2v"), _settings(number_of_frames=33))
+        plan(ingest(i2v_root, "i2v"), settings(number_of_frames=33))
     assert str(e.value) == (
         "All training videos are too short to be trainable (need at least 33 frames; longest video has 24). "
         "Turn on auto_scale_input or lower number_of_frames."
@@ -175,34 +123,34 @@ def test_all_too_short_is_the_seeds_error(i2v_root: Path) -> None:
 
 
 def test_short_clips_are_skipped_and_logged(tmp_path: Path) -> None:
-    _video(tmp_path / "long.mp4", 40)
-    _video(tmp_path / "short.mp4", 24)
-    p, clips = _prep(tmp_path, _settings(number_of_frames=33))
+    video(tmp_path / "long.mp4", 40)
+    video(tmp_path / "short.mp4", 24)
+    p, clips = prep(tmp_path, settings(number_of_frames=33))
     assert [c.name for c in clips] == ["long"] and clips[0].frames.shape[0] == 33
     assert p.skipped == [("short", "too short: video has 24 frames, needs 33 (auto_scale_input is off)")]
 
 
 def test_auto_scale_resamples_rate_and_count(tmp_path: Path) -> None:
-    _video(tmp_path / "a.mp4", 60, fps=30)
-    _video(tmp_path / "b.mp4", 12, fps=24)
-    p, clips = _prep(tmp_path, _settings(number_of_frames=25, auto_scale_input=True))
+    video(tmp_path / "a.mp4", 60, fps=30)
+    video(tmp_path / "b.mp4", 12, fps=24)
+    p, clips = prep(tmp_path, settings(number_of_frames=25, auto_scale_input=True))
     a, b = p.items
     assert a.indices == [int(np.floor(i * 1.25 + 0.5)) for i in range(25)]  # 30 -> 24 fps
     assert b.indices[0] == 0 and b.indices[-1] == 11 and len(b.indices) == 25  # short clip stretched
     assert [c.frames.shape[0] for c in clips] == [25, 25]
     assert all(c.audio.shape == (2, round(25 / 24 * SR)) for c in clips)
     # Off: the first N source frames as they are; the short clip is skipped.
-    p, _ = _prep(tmp_path, _settings(number_of_frames=25))
+    p, _ = prep(tmp_path, settings(number_of_frames=25))
     assert [it.indices for it in p.items] == [list(range(25))]
 
 
 def test_number_of_frames_snaps_down(i2v_root: Path) -> None:
-    s = _settings(number_of_frames=20)
+    s = settings(number_of_frames=20)
     p = plan(ingest(i2v_root, "i2v"), s)
     assert p.settings.number_of_frames == 17 and s.number_of_frames == 20
     assert any("snapped down to 17" in w for w in p.warnings)
     with pytest.raises(ConfigError):
-        plan(ingest(i2v_root, "i2v"), _settings(number_of_frames=5))
+        plan(ingest(i2v_root, "i2v"), settings(number_of_frames=5))
 
 
 # ---------------------------------------- audio rule
@@ -211,21 +159,21 @@ def test_number_of_frames_snaps_down(i2v_root: Path) -> None:
 @pytest.fixture(scope="module")
 def half_silent_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("half")
-    _video(root / "clip01.mp4", 24)
-    _video(root / "clip02.mp4", 24, audio=False)
-    _video(root / "clip03.mp4", 24)
+    video(root / "clip01.mp4", 24)
+    video(root / "clip02.mp4", 24, audio=False)
+    video(root / "clip03.mp4", 24)
     return root
 
 
 def test_with_audio_null_is_all_or_nothing(half_silent_root: Path, i2v_root: Path) -> None:
-    p, clips = _prep(half_silent_root, _settings(with_audio=None))
+    p, clips = prep(half_silent_root, settings(with_audio=None))
     assert not p.with_audio and "1 of 3 clips have no audio track (clip02.mp4)" in p.audio_reason
     assert all(c.audio is None for c in clips)
 
 
 def test_with_audio_true_fails_on_a_silent_clip(half_silent_root: Path) -> None:
     with pytest.raises(DatasetError) as e:
-        plan(ingest(half_silent_root, "i2v"), _settings(with_audio=True))
+        plan(ingest(half_silent_root, "i2v"), settings(with_audio=True))
     assert str(e.value) == (
         "with_audio=true but 1 clip has no audio track: clip02.mp4. Remove them or set with_audio to null/false."
     )
@@ -245,31 +193,31 @@ def _video_with_empty_audio_track(path: Path, n: int = 24) -> Path:
 
 
 def test_an_empty_audio_track_counts_as_silent(tmp_path: Path) -> None:
-    _video(tmp_path / "a.mp4", 24)
+    video(tmp_path / "a.mp4", 24)
     _video_with_empty_audio_track(tmp_path / "b.mkv")
-    p, clips = _prep(tmp_path, _settings(with_audio=None))
+    p, clips = prep(tmp_path, settings(with_audio=None))
     assert [c.name for c in clips] == ["a", "b"] and not p.skipped  # b's video is trained, not dropped
     assert not p.with_audio and "(b.mkv)" in p.audio_reason
     with pytest.raises(DatasetError, match=r"with_audio=true but 1 clip has no audio track: b\.mkv"):
-        plan(ingest(tmp_path, "i2v"), _settings(with_audio=True))
+        plan(ingest(tmp_path, "i2v"), settings(with_audio=True))
 
 
 def test_scene_names_never_collide_with_file_names(tmp_path: Path) -> None:
-    _video(tmp_path / "long.mp4", 48, cut_at=24)
-    _video(tmp_path / "long_scene001.mp4", 24)
-    p = plan(ingest(tmp_path, "i2v"), _settings(split_input_duration_threshold=1.0))
+    video(tmp_path / "long.mp4", 48, cut_at=24)
+    video(tmp_path / "long_scene001.mp4", 24)
+    p = plan(ingest(tmp_path, "i2v"), settings(split_input_duration_threshold=1.0))
     names = [it.name for it in p.items]
     assert len(set(names)) == len(names) == 3 and "long_scene001" in names
 
 
 def test_with_audio_false_ignores_tracks(i2v_root: Path) -> None:
-    p, clips = _prep(i2v_root, _settings(with_audio=False))
+    p, clips = prep(i2v_root, settings(with_audio=False))
     assert not p.with_audio and all(c.audio is None for c in clips)
 
 
 def test_audio_normalize_off_and_trim_pad(tmp_path: Path) -> None:
-    _video(tmp_path / "a.mp4", 24)
-    _, (c,) = _prep(tmp_path, _settings(audio_normalize=False, audio_preserve_pitch=False))
+    video(tmp_path / "a.mp4", 24)
+    _, (c,) = prep(tmp_path, settings(audio_normalize=False, audio_preserve_pitch=False))
     assert c.audio.shape == (2, round(17 / 24 * SR))
     assert 0.4 < np.abs(c.audio).max() < 0.6  # the source's 0.5 amplitude, untouched
 
@@ -279,24 +227,24 @@ def test_audio_normalize_off_and_trim_pad(tmp_path: Path) -> None:
 
 def test_images_are_single_frames_without_audio(tmp_path: Path) -> None:
     make_i2v_dataset(tmp_path, num_clips=2, size=(160, 120), images=True)
-    p, clips = _prep(tmp_path, _settings(number_of_frames=121))  # the length rule does not apply to stills
+    p, clips = prep(tmp_path, settings(number_of_frames=121))  # the length rule does not apply to stills
     assert p.is_image and not p.with_audio
     assert [c.frames.shape for c in clips] == [(1, H, W, 3)] * 2 and all(c.audio is None for c in clips)
     np.testing.assert_array_equal(clips[0].frames[0], resize_fill_center_crop(read_image(tmp_path / "img01.png"), W, H))
     with pytest.raises(DatasetError, match="with_audio=true but the dataset is images"):
-        plan(ingest(tmp_path, "i2v"), _settings(with_audio=True))
+        plan(ingest(tmp_path, "i2v"), settings(with_audio=True))
 
 
 # ---------------------------------------- hostile media
 
 
 def test_corrupt_and_disguised_playlists_are_skipped(tmp_path: Path) -> None:
-    _video(tmp_path / "good.mp4", 24)
+    video(tmp_path / "good.mp4", 24)
     (tmp_path / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
     (tmp_path / "hls.mp4").write_text("#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile:///etc/passwd\n")
     (tmp_path / "concat.mov").write_text("ffconcat version 1.0\nfile /etc/passwd\n")
     (tmp_path / "empty.mkv").write_bytes(b"")
-    p, clips = _prep(tmp_path, _settings())
+    p, clips = prep(tmp_path, settings())
     assert [c.name for c in clips] == ["good"]
     reasons = dict(p.skipped)
     assert set(reasons) == {"garbage", "hls", "concat", "empty"}
@@ -308,21 +256,21 @@ def test_all_unreadable_fails(tmp_path: Path) -> None:
     (tmp_path / "a.mp4").write_bytes(b"\0" * 1000)
     (tmp_path / "b.avi").write_text("#EXTM3U\nhttp://x/y.ts\n")
     with pytest.raises(DatasetError, match=r"No usable training videos: all 2 could not be read: a \(unreadable"):
-        plan(ingest(tmp_path, "i2v"), _settings())
+        plan(ingest(tmp_path, "i2v"), settings())
 
 
 def test_truncated_video_is_skipped_while_decoding(tmp_path: Path) -> None:
-    _video(tmp_path / "good.mp4", 24)
-    full = _video(tmp_path / "cut.mp4", 48, size=(320, 240)).read_bytes()
+    video(tmp_path / "good.mp4", 24)
+    full = video(tmp_path / "cut.mp4", 48, size=(320, 240)).read_bytes()
     (tmp_path / "cut.mp4").write_bytes(full[: len(full) // 4])  # index up front (faststart), data cut short
-    p = plan(ingest(tmp_path, "i2v"), _settings(with_audio=False))
+    p = plan(ingest(tmp_path, "i2v"), settings(with_audio=False))
     assert [it.name for it in p.items] == ["cut", "good"]
     clips = list(iter_prepared(p))
     assert [c.name for c in clips] == ["good"]
     assert p.skipped and p.skipped[0][0] == "cut" and "truncated or corrupt" in p.skipped[0][1]
     # Nothing usable left after decoding: a DatasetError, not an internal failure.
     (tmp_path / "good.mp4").unlink()
-    p = plan(ingest(tmp_path, "i2v"), _settings(with_audio=False))
+    p = plan(ingest(tmp_path, "i2v"), settings(with_audio=False))
     with pytest.raises(DatasetError, match="No usable training clips"):
         list(iter_prepared(p))
 
@@ -331,111 +279,34 @@ def test_truncated_video_is_skipped_while_decoding(tmp_path: Path) -> None:
 
 
 def test_long_video_is_split_into_scenes_sharing_the_caption(tmp_path: Path) -> None:
-    _video(tmp_path / "cut.mp4", 48, cut_at=24)
+    video(tmp_path / "cut.mp4", 48, cut_at=24)
     (tmp_path / "cut.txt").write_text("a bar sweeping")
-    p, clips = _prep(tmp_path, _settings(split_input_duration_threshold=1.0, trigger_phrase="T"))
+    p, clips = prep(tmp_path, settings(split_input_duration_threshold=1.0, trigger_phrase="T"))
     assert [(it.name, it.scene) for it in p.items] == [("cut_scene001", (0, 24)), ("cut_scene002", (24, 48))]
     assert [c.caption for c in clips] == ["T a bar sweeping"] * 2
     assert clips[0].frames[0, H // 2, 10, 0] > 150 and clips[1].frames[0, H // 2, 10, 2] > 150  # red, then blue
     np.testing.assert_allclose(p.items[1].start_s, 1.0)
     assert all(c.audio.shape == (2, round(17 / 24 * SR)) for c in clips)
     # Off, or not longer than the threshold: one clip.
-    p, _ = _prep(tmp_path, _settings(split_input_into_scenes=False))
+    p, _ = prep(tmp_path, settings(split_input_into_scenes=False))
     assert [it.name for it in p.items] == ["cut"]
-    p, _ = _prep(tmp_path, _settings(split_input_duration_threshold=2.5))
+    p, _ = prep(tmp_path, settings(split_input_duration_threshold=2.5))
     assert [it.name for it in p.items] == ["cut"]
 
 
 def test_scene_length_rule_applies_per_scene(tmp_path: Path) -> None:
-    _video(tmp_path / "cut.mp4", 50, cut_at=20)
-    p, clips = _prep(tmp_path, _settings(number_of_frames=25, split_input_duration_threshold=1.0))
+    video(tmp_path / "cut.mp4", 50, cut_at=20)
+    p, clips = prep(tmp_path, settings(number_of_frames=25, split_input_duration_threshold=1.0))
     assert [c.name for c in clips] == ["cut_scene002"]
     assert p.skipped == [("cut_scene001", "too short: scene has 20 frames, needs 25 (auto_scale_input is off)")]
     # Every scene too short, though the whole video is not: the error says so and how to fix it.
     with pytest.raises(DatasetError, match=r"longest scene has 30.* set split_input_into_scenes=false"):
-        plan(ingest(tmp_path, "i2v"), _settings(number_of_frames=33, split_input_duration_threshold=1.0))
+        plan(ingest(tmp_path, "i2v"), settings(number_of_frames=33, split_input_duration_threshold=1.0))
 
 
 def test_scene_threshold_range_is_checked(i2v_root: Path) -> None:
     with pytest.raises(ConfigError, match="split_input_duration_threshold"):
-        plan(ingest(i2v_root, "i2v"), _settings(split_input_duration_threshold=0.5))
-
-
-# ---------------------------------------- a2v
-
-
-@pytest.fixture(scope="module")
-def a2v_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("a2v")
-    make_a2v_dataset(root, num_groups=2, seconds=1.0, size=(160, 120), start_video_groups=1)
-    # A start image that differs from the target's own frame 0, so the assembly is visible.
-    write_image(root / "clip02_start.png", np.full((90, 200, 3), (10, 220, 10), np.uint8))
-    return root
-
-
-def test_a2v_start_image_is_frame_zero_and_audio_attached(a2v_root: Path) -> None:
-    p, clips = _prep(a2v_root, _settings("a2v"))
-    assert p.with_audio and [c.name for c in clips] == ["clip01", "clip02"]
-    c1, c2 = clips
-    # clip02: the _start.png, fitted, is frame 0; frame 1 is the target's own frame 1.
-    start = read_image(a2v_root / "clip02_start.png")
-    np.testing.assert_array_equal(c2.frames[0], resize_fill_center_crop(start, W, H))
-    target = _fitted(a2v_root / "clip02_end.mp4")
-    next(target)
-    np.testing.assert_array_equal(c2.frames[1], next(target))
-    target.close()
-    # clip01: the first frame of the _start video; its audio track is the conditioning audio.
-    np.testing.assert_array_equal(c1.frames[0], next(_fitted(a2v_root / "clip01_start.mp4")))
-    for c in clips:
-        assert c.frames.shape == (17, H, W, 3)
-        assert c.audio.shape == (2, round(17 / 24 * SR)) and np.isclose(np.abs(c.audio).max(), 0.99, atol=1e-3)
-        assert c.source.endswith("_end.mp4")
-
-
-def test_a2v_start_video_without_audio_rejects_the_request(tmp_path: Path) -> None:
-    _video(tmp_path / "g_start.mp4", 24, audio=False)
-    _video(tmp_path / "g_end.mp4", 24, audio=False)
-    (tmp_path / "g.txt").write_text("cap")
-    with pytest.raises(DatasetError) as e:
-        plan(ingest(tmp_path, "a2v"), _settings("a2v"))
-    assert str(e.value) == (
-        "a2v group 'g' has no usable audio: g_start.mp4 has no audio track and there is no g_audio file "
-        "(.wav/.mp3/.ogg/.m4a/.aac/.flac)"
-    )
-
-
-def test_a2v_corrupt_audio_file_rejects_the_request(tmp_path: Path) -> None:
-    write_image(tmp_path / "g_start.png", np.zeros((64, 64, 3), np.uint8))
-    _video(tmp_path / "g_end.mp4", 24, audio=False)
-    (tmp_path / "g_audio.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
-    with pytest.raises(DatasetError, match=r"a2v group 'g' has no usable audio: g_audio\.wav"):
-        plan(ingest(tmp_path, "a2v", trigger_phrase="t"), _settings("a2v"))
-
-
-def test_a2v_too_short_and_audio_fitting(tmp_path: Path) -> None:
-    write_image(tmp_path / "g_start.png", np.zeros((64, 64, 3), np.uint8))
-    _video(tmp_path / "g_end.mp4", 24, audio=False)
-    write_wav(tmp_path / "g_audio.wav", _tone(2.0, amp=0.3), SR)  # twice the target's length
-    ds = ingest(tmp_path, "a2v", trigger_phrase="t")
-    with pytest.raises(DatasetError, match="All training videos are too short to be trainable"):
-        plan(ds, _settings("a2v", number_of_frames=25))
-    for preserve in (True, False):
-        p = plan(ds, _settings("a2v", audio_preserve_pitch=preserve, audio_normalize=False, trigger_phrase="t"))
-        (c,) = list(iter_prepared(p))
-        assert c.caption == "t" and c.audio.shape == (2, round(17 / 24 * SR))
-        assert 0.2 < np.abs(c.audio).max() < 0.4
-
-
-def test_a2v_scene_split_after_assembly(tmp_path: Path) -> None:
-    write_image(tmp_path / "g_start.png", np.full((64, 64, 3), 255, np.uint8))
-    _video(tmp_path / "g_end.mp4", 48, audio=False, cut_at=24)
-    write_wav(tmp_path / "g_audio.wav", _tone(2.0), SR)
-    (tmp_path / "g.txt").write_text("cap")
-    p, clips = _prep(tmp_path, _settings("a2v", split_input_into_scenes=True, split_input_duration_threshold=1.0))
-    assert [c.name for c in clips] == ["g_scene001", "g_scene002"]
-    assert [it.use_start for it in p.items] == [True, False]
-    assert (clips[0].frames[0] == 255).all()  # the start image opens the first scene only
-    assert clips[1].frames[0, H // 2, 10, 2] > 150
+        plan(ingest(i2v_root, "i2v"), settings(split_input_duration_threshold=0.5))
 
 
 # ---------------------------------------- debug archive
@@ -444,10 +315,10 @@ def test_a2v_scene_split_after_assembly(tmp_path: Path) -> None:
 def test_debug_archive_contents(half_silent_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "data"
     shutil.copytree(half_silent_root, root)
-    _video(root / "clip04.mp4", 10)  # too short
+    video(root / "clip04.mp4", 10)  # too short
     (root / "clip05.mp4").write_text("#EXTM3U\n")
     (root / "clip01.txt").write_text("first clip")
-    p = plan(ingest(root, "i2v"), _settings(with_audio=False, trigger_phrase="T"))
+    p = plan(ingest(root, "i2v"), settings(with_audio=False, trigger_phrase="T"))
     out = tmp_path / "run" / "debug_dataset.zip"
     write_debug_archive(p, iter_prepared(p), out)
     zf = zipfile.ZipFile(out)
@@ -467,25 +338,12 @@ def test_debug_archive_contents(half_silent_root: Path, tmp_path: Path) -> None:
     assert (info.width, info.height, info.num_frames, info.has_audio) == (W, H, 17, False)
 
 
-def test_debug_archive_mp4s_carry_audio(a2v_root: Path, tmp_path: Path) -> None:
-    p = plan(ingest(a2v_root, "a2v"), _settings("a2v"))
-    out = tmp_path / "debug.zip"
-    write_debug_archive(p, iter_prepared(p), out)
-    zf = zipfile.ZipFile(out)
-    zf.extract("clips/clip02.mp4", tmp_path)
-    info = probe_video(tmp_path / "clips" / "clip02.mp4")
-    assert info.has_audio and info.num_frames == 17
-    m = json.loads(zf.read("manifest.json"))
-    assert m["kept"][1]["start"] == "clip02_start.png" and m["kept"][1]["audio_source"] == "clip02_audio.wav"
-    assert m["kept"][0]["audio_source"] == "clip01_start.mp4"
-
-
 def test_image_debug_archive_and_source_folder_untouched(tmp_path: Path) -> None:
     src = tmp_path / "src"
     make_i2v_dataset(src, num_clips=2, size=(160, 120), images=True)
     (src / "img02.txt").write_bytes(b"")  # empty caption: trigger phrase only
     before = sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in src.iterdir())
-    p = plan(ingest(src, "i2v"), _settings(trigger_phrase="T"))
+    p = plan(ingest(src, "i2v"), settings(trigger_phrase="T"))
     out = tmp_path / "run" / "debug.zip"
     write_debug_archive(p, iter_prepared(p), out)
     zf = zipfile.ZipFile(out)
