@@ -155,8 +155,7 @@ def _job_outputs(
     caption = final_caption(clip.caption, s.trigger_phrase)
 
     def made(it: PlanItem, frames: np.ndarray, audio: np.ndarray | None) -> PreparedClip:
-        recycle = pool.give_back if frames.shape == pool.shape else None
-        return PreparedClip(it.name, caption, frames, float(s.frame_rate), audio, it.source, recycle)
+        return PreparedClip(it.name, caption, frames, float(s.frame_rate), audio, it.source, pool.give_back)
 
     if plan.is_image:
         it = job[0]

@@ -44,7 +44,8 @@ class PreparedClip:
 
     def release(self) -> None:
         """Hand the frame buffer back to the prepare stage for the next clip (optional: a consumer that is done
-        with ``frames`` saves a fresh allocation and its page faults). ``frames`` is empty afterwards."""
+        with ``frames`` saves a fresh allocation and its page faults). ``frames`` is empty afterwards, and views
+        of it taken before must not be used: the next clip overwrites them."""
         if self.recycle is not None:
             self.recycle(self.frames)
             self.recycle = None
