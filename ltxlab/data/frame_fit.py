@@ -66,9 +66,9 @@ def fit_video_frame(frame: av.VideoFrame, width: int, height: int, out: np.ndarr
     turns = quarter_turns(frame)
     upright_w, upright_h = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
     box = fill_crop_box(upright_w, upright_h, width, height)
-    # The box is centred, so in coded (unrotated) coordinates it is the same box with its axes swapped.
-    x0, y0, box_w, box_h = (box.y0, box.x0, box.height, box.width) if turns % 2 else (box.x0, box.y0, box.width,
-                                                                                       box.height)
+    x0, y0, box_w, box_h = box.x0, box.y0, box.width, box.height
+    if turns % 2:  # the box is centred, so in coded (unrotated) coordinates it is the same box, axes swapped
+        x0, y0, box_w, box_h = y0, x0, box_h, box_w
     # Chroma is half size: the same box at half resolution (rounded outwards so it is never empty).
     chroma = (slice(y0 // 2, (y0 + box_h + 1) // 2), slice(x0 // 2, (x0 + box_w + 1) // 2))
     cropped = [_plane(frame, 0)[y0 : y0 + box_h, x0 : x0 + box_w], _plane(frame, 1)[chroma], _plane(frame, 2)[chroma]]
