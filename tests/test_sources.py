@@ -74,25 +74,21 @@ def test_unsafe_entry_paths_are_refused(tmp_path: Path, name: str) -> None:
     assert not list(tmp_path.rglob("evil.txt"))
 
 
-def test_symlink_entry_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "mode", "payload", "message"),
+    [
+        ("link.mp4", stat.S_IFLNK | 0o777, "/etc/passwd", "symbolic link"),
+        ("fifo", stat.S_IFIFO | 0o644, b"", "special file"),
+    ],
+)
+def test_unix_special_entries_are_refused(tmp_path: Path, name: str, mode: int, payload: object, message: str) -> None:
     z = tmp_path / "d.zip"
     with zipfile.ZipFile(z, "w") as zf:
-        info = zipfile.ZipInfo("link.mp4")
-        info.create_system = 3
-        info.external_attr = (stat.S_IFLNK | 0o777) << 16
-        zf.writestr(info, "/etc/passwd")
-    with pytest.raises(DatasetError, match="symbolic link"):
-        resolve_source(str(z), tmp_path / "work")
-
-
-def test_special_file_entry_is_refused(tmp_path: Path) -> None:
-    z = tmp_path / "d.zip"
-    with zipfile.ZipFile(z, "w") as zf:
-        info = zipfile.ZipInfo("fifo")
-        info.create_system = 3
-        info.external_attr = (stat.S_IFIFO | 0o644) << 16
-        zf.writestr(info, b"")
-    with pytest.raises(DatasetError, match="special file"):
+        info = zipfile.ZipInfo(name)
+        info.create_system = 3  # Unix: the mode bits below are honoured
+        info.external_attr = mode << 16
+        zf.writestr(info, payload)
+    with pytest.raises(DatasetError, match=message):
         resolve_source(str(z), tmp_path / "work")
 
 
