@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Parity oracle for tests/parity (test-only): Lightricks' own packages, without their torch/torchaudio pins.
+	$(BIN)/python -m pip install --quiet --no-deps ltx-core==1.0.0 ltx-pipelines==1.0.0
 	touch $(STAMP)
 
 install: $(STAMP)
