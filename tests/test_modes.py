@@ -105,7 +105,6 @@ def test_same_seed_same_inputs() -> None:
 
 def test_sigma_sampler_shift_grows_with_tokens() -> None:
     s = ShiftedLogitNormal(uniform_fraction=0.0)
-    assert s.mu(1024) == pytest.approx(0.95) and s.mu(4096) == pytest.approx(2.05)
     small = s.sample(4000, 1024, gen()).mean()
     large = s.sample(4000, 6000, gen()).mean()
     assert large > small
