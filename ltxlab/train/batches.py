@@ -36,11 +36,14 @@ def collate(samples: list[EncodedSample], device: torch.device, fps: float) -> L
 
 class ShardBatches:
     def __init__(self, directory: Path, index: ShardIndex, batch_size: int, seed: int, device: torch.device,
-                 rank: int = 0, world_size: int = 1, memory_budget_bytes: int = 2 << 30) -> None:
-        per_epoch = index.num_samples // (batch_size * world_size)
+                 rank: int = 0, world_size: int = 1, memory_budget_bytes: int = 2 << 30,
+                 exclude: frozenset[str] = frozenset()) -> None:
+        # `exclude`: sample keys kept out of training (the held-out split, ltxlab/train/heldout.py).
+        per_epoch = (index.num_samples - len(exclude)) // (batch_size * world_size)
         if per_epoch == 0:
-            raise ValueError(f"{index.num_samples} cached samples cannot fill one batch of {batch_size} on "
-                             f"{world_size} rank(s)")
+            raise ValueError(f"{index.num_samples - len(exclude)} cached training samples cannot fill one batch "
+                             f"of {batch_size} on {world_size} rank(s)")
+        self.exclude = exclude
         self.directory, self.index = directory, index
         self.batch_size, self.seed, self.device = batch_size, seed, device
         self.rank, self.world_size = rank, world_size
@@ -63,7 +66,8 @@ class ShardBatches:
         for shard_id in torch.randperm(len(self.index.shards), generator=generator).tolist():
             samples = self._shard(shard_id)
             for i in torch.randperm(len(samples), generator=generator).tolist():
-                yield samples[i]
+                if samples[i].key not in self.exclude:
+                    yield samples[i]
 
     def _shard(self, shard_id: int) -> list[EncodedSample]:
         if self._memory is not None and shard_id in self._memory:
