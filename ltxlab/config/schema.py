@@ -91,9 +91,13 @@ class OptimConfig:
 class LoggerConfig:
     name: str = "wandb"  # wandb | none
     project: str = "ltxlab"
-    group: str | None = None  # sweeps set one W&B group per sweep
+    group: str | None = None  # None in a multirun: one group per sweep, named from the sweep directory
+    run_name: str | None = None  # None: the swept values (`rank=16,lr=4e-4`) in a multirun, else the run dir name
+    tags: list[str] = field(default_factory=list)  # a multirun adds one `key=value` tag per swept value
+    swept: dict[str, Any] = field(default_factory=dict)  # set by a multirun: the job's swept values (W&B config)
     log_every: int = 10
     progress_bar: bool = True
+    library_logs: bool = False  # DeepSpeed / W&B banners and INFO lines (off: WARNING and above only)
 
 
 @dataclass
@@ -132,6 +136,12 @@ class TrainConfig:
     sigma_shift_min: float = 0.95  # mu at 1024 tokens
     sigma_shift_max: float = 2.05  # mu at 4096 tokens
     sigma_uniform_fraction: float = 0.1
+    # Held-out loss (ltxlab/train/heldout.py): a deterministic share of the cache is kept out of training and
+    # scored at fixed σ levels with fixed noise at every validation interval and at the end (`val/loss`).
+    heldout_fraction: float = 0.1  # 0 = no split: score training samples instead
+    heldout_max_samples: int = 8  # cap, so scoring stays cheap on large datasets
+    heldout_min_dataset: int = 20  # smaller caches keep every sample for training and score training samples
+    heldout_sigmas: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
 
 
 @dataclass
