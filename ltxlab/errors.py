@@ -37,12 +37,18 @@ class ModelPathError(ConfigError):
 EXIT_INPUT = 2  # bad input; 1 stays "crash" (Hydra's and Python's), 75 "stopped early, resumable"
 
 
+def write_error_file(run_dir: Path, status: int, kind: str, detail: str) -> Path:
+    """The seeds' failed-request record: ``error.json`` with the HTTP-style status; a failure bills 0 units."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "error.json"
+    path.write_text(json.dumps({"status": status, "error": kind, "detail": detail, "billable_units": 0}))
+    return path
+
+
 def report_input_error(err: InputError, run_dir: Path | None) -> NoReturn:
     """Report bad input the one way the CLI does: one ``error:`` line on stderr, ``error.json`` (the seeds' 422)
     in ``run_dir`` when there is one, exit code 2. Nothing is trained."""
     if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "error.json").write_text(json.dumps({"status": err.code, "error": type(err).__name__,
-                                                        "detail": str(err)}))
+        write_error_file(run_dir, err.code, type(err).__name__, str(err))
     print(f"error: {err}", file=sys.stderr)
     sys.exit(EXIT_INPUT)

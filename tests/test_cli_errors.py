@@ -43,7 +43,7 @@ def test_override_hydra_rejects_is_a_422(tmp_path: Path, override: str, message:
     assert proc.returncode == 2, proc.stderr
     assert _error_lines(proc) == [f"error: {message}"]
     error = json.loads((run_dir / "error.json").read_text())
-    assert error == {"status": 422, "error": "ConfigError", "detail": message}
+    assert error == {"status": 422, "error": "ConfigError", "detail": message, "billable_units": 0}
 
 
 def test_error_json_lands_in_the_default_run_dir(tmp_path: Path) -> None:
