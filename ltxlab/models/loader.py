@@ -8,6 +8,7 @@ builds or loads afresh (tiny: identical weights for the same seed).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -20,6 +21,8 @@ from diffusers import (
 
 from ltxlab.errors import ConfigError
 from ltxlab.models import ltx23, tiny
+from ltxlab.models.forward import CROSS_MODULATIONS, set_cross_modulation
+from ltxlab.models.quantize import UNQUANTIZED, quantize_base, quantize_linears
 from ltxlab.models.spec import ModelConfig
 from ltxlab.models.text import TextStack
 
@@ -63,12 +66,46 @@ def _component(cfg: ModelConfig, name: str) -> torch.nn.Module:
     return _frozen(ltx23.load_component(cfg, name, dtype), dtype)
 
 
-def load_transformer(cfg: ModelConfig) -> LTX2VideoTransformer3DModel:
-    """The audio-video transformer (the only component training loads)."""
-    model = _component(cfg, "transformer")
+def load_transformer(cfg: ModelConfig, init_context: contextlib.AbstractContextManager | None = None,
+                     ) -> LTX2VideoTransformer3DModel:
+    """The audio-video transformer (the only component training loads), its frozen blocks stored at
+    `model.base_precision`."""
+    if cfg.cross_modulation not in CROSS_MODULATIONS:
+        raise ConfigError(f"model.cross_modulation: {cfg.cross_modulation!r} is not one of {list(CROSS_MODULATIONS)}")
+    with init_context or contextlib.nullcontext():  # deepspeed.zero.Init partitions the weights as they are built
+        model = _component(cfg, "transformer")
+    set_cross_modulation(model, cfg.cross_modulation)
+    quantize_base(model, cfg.base_precision)
+    if cfg.attention_backend != "native":
+        set_attention_backend(model, cfg.attention_backend)
+    if cfg.compile:
+        for block in model.transformer_blocks:
+            block.compile()  # per block: one graph reused 48 times, the step's Python stays outside
     if cfg.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     return model
+
+
+def set_attention_backend(model: torch.nn.Module, backend: str) -> None:
+    """diffusers' attention dispatch: a named backend for every attention module (checked before use)."""
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    names = [b.value for b in AttentionBackendName]
+    if backend not in names:
+        raise ConfigError(f"model.attention_backend: {backend!r} is not a diffusers attention backend; "
+                          f"use one of {names}")
+    model.set_attention_backend(backend)
+
+
+def place_transformer(model: torch.nn.Module, cfg: ModelConfig, device: torch.device) -> torch.nn.Module:
+    """Move the (LoRA-wrapped) transformer to ``device``; with ``model.offload=blocks`` the frozen block weights
+    stay on the host and stream in block by block (call after LoRA is attached: LoRA weights never move)."""
+    if cfg.offload == "blocks":
+        from ltxlab.models.offload import offload_blocks
+
+        offload_blocks(model, device)
+        return model
+    return model.to(device)
 
 
 def load_text_stack(cfg: ModelConfig) -> TextStack:
@@ -94,11 +131,18 @@ def load_text_stack(cfg: ModelConfig) -> TextStack:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     encoder = _frozen(encoder, dtype)
+    if cfg.text_encoder_precision not in UNQUANTIZED:  # int8 Gemma: ≈12 GB instead of ≈24 GB at encode time
+        quantize_linears(encoder, cfg.text_encoder_precision, "model.text_encoder_precision", skip=("lm_head",))
     return TextStack(tokenizer, text_encoder=encoder, connectors=connectors, max_sequence_length=length)
 
 
 def load_video_vae(cfg: ModelConfig) -> AutoencoderKLLTX2Video:
-    return _component(cfg, "video_vae")
+    vae = _component(cfg, "video_vae")
+    if cfg.vae_tiling:
+        vae.enable_tiling()  # spatial tiles (512 px, stride 448)
+        vae.use_framewise_decoding = True  # diffusers' switch for temporal tiles, encode included (16 frames, stride 8)
+        vae.use_framewise_encoding = True
+    return vae
 
 
 def load_audio_vae(cfg: ModelConfig) -> AutoencoderKLLTX2Audio:

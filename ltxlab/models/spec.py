@@ -35,7 +35,29 @@ class ModelConfig:
     # (8 for tiny, 128 for LTX-2.3); the reference pipelines use 1024.
     max_sequence_length: int = 32
 
+    # Audio↔video cross-attention modulation: "ltx_core" (current ltx-core: scale/shift from the modality's own
+    # per-token timesteps, gate from the other modality's σ) or "legacy" (diffusers 0.42.1 / ltx-core 1.0.0: the
+    # other modality's σ for both). See ltxlab/models/forward.py.
+    cross_modulation: str = "ltx_core"
+
     # Weight dtype of every loaded component: "float32" or "bfloat16".
     dtype: str = "float32"
     # Recompute transformer activations in backward (saves memory on the 19B transformer).
     gradient_checkpointing: bool = False
+
+    # Memory and speed (README "Memory and speed"). Storage of the frozen transformer blocks' Linear weights:
+    # "fp32" / "bf16" (unquantized; must match `dtype`), "int8" (weight-only, per output channel) or "fp8" (e4m3,
+    # per output channel; CUDA compute capability ≥ 8.9), both through torchao. LoRA weights stay fp32.
+    base_precision: str = "fp32"
+    # "none" or "blocks": the frozen weights of each transformer block live in pinned host memory and are copied to
+    # the GPU block by block, the next one prefetched on a side stream (use with gradient_checkpointing).
+    offload: str = "none"
+    # torch.compile each transformer block (first steps compile; not combinable with offload).
+    compile: bool = False
+    # diffusers attention backend: "native" (torch SDPA: flash / mem-efficient / cuDNN chosen by torch),
+    # "_native_flash", "_native_cudnn", "_native_efficient", "flash" (flash-attn installed), ...
+    attention_backend: str = "native"
+    # Encode stage: Gemma weights "fp32" / "bf16" (as `dtype`) or "int8" (weight-only, torchao), and VAE tiling
+    # (spatial + temporal) for high resolutions and long clips.
+    text_encoder_precision: str = "fp32"
+    vae_tiling: bool = False
