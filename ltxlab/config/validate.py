@@ -80,8 +80,19 @@ def _check_mode(cfg: Config) -> None:
         if cfg.audio.with_audio is False:
             raise ConfigError("audio.with_audio=false is not allowed with mode=a2v: the conditioning audio "
                               "drives the video (use audio=auto or audio=on)")
-        cfg.audio.with_audio = True  # a2v requires audio on every group
-        cfg.mode.first_frame_conditioning_p = 1.0  # the start image is always the first frame
+        cfg.audio.with_audio = True  # a2v requires audio on every group (auto = on)
+        # A value meant for i2v is refused, never overridden: a p-sweep under a2v would train one job N times.
+        if cfg.mode.first_frame_conditioning_p != 1.0:
+            raise ConfigError(f"mode.first_frame_conditioning_p={cfg.mode.first_frame_conditioning_p} applies to "
+                              "mode=i2v only: a2v always holds the start image as the first frame (1.0)")
+    heldout = cfg.train
+    if not 0.0 <= heldout.heldout_fraction <= 0.5:
+        raise ConfigError(f"train.heldout_fraction={heldout.heldout_fraction} is out of range: allowed 0–0.5")
+    if heldout.heldout_max_samples < 1 or not heldout.heldout_sigmas:
+        raise ConfigError("train.heldout_max_samples must be ≥ 1 and train.heldout_sigmas non-empty")
+    bad = [s for s in heldout.heldout_sigmas if not 0.0 < s <= 1.0]
+    if bad:
+        raise ConfigError(f"train.heldout_sigmas={bad}: every σ level must be in (0, 1]")
 
 
 def _check_validation(cfg: Config) -> None:
