@@ -110,8 +110,16 @@ def _start_frame(it: PlanItem, s: PrepareSettings) -> np.ndarray:
     return read_fitted_still(it.clip.start, s.width, s.height, s.limits, threaded=s.num_workers <= 1)
 
 
+def clip_fps(it: PlanItem, s: PrepareSettings, num_frames: int) -> float:
+    """The clip's real frame rate: its frames over the source seconds they cover (the source rate with
+    auto_scale_input off, data.frame_rate with it on; stills take data.frame_rate)."""
+    if it.duration_s <= 0 or num_frames <= 1:
+        return float(s.frame_rate)
+    return round(num_frames / it.duration_s, 6)
+
+
 def _clip_audio(plan: PreparePlan, it: PlanItem, track: np.ndarray, num_frames: int) -> np.ndarray:
-    """Cut the item's span out of the track and fit it to exactly num_frames / frame_rate seconds."""
+    """Cut the item's span out of the track and fit it to the clip's real duration (num_frames / clip_fps)."""
     s = plan.settings
     sr = s.sample_rate
     scale = 1.0
@@ -125,7 +133,7 @@ def _clip_audio(plan: PreparePlan, it: PlanItem, track: np.ndarray, num_frames: 
         piece.shape[1] < b - a
     ):  # the track ends before the span does: that is silence, not a reason to stretch
         piece = np.pad(piece, ((0, 0), (0, b - a - piece.shape[1])))
-    out = fit_audio(piece, sr, num_frames / s.frame_rate, s.audio_preserve_pitch)
+    out = fit_audio(piece, sr, num_frames / clip_fps(it, s, num_frames), s.audio_preserve_pitch)
     if s.audio_normalize:
         out = peak_normalize(out)
     return out.astype(np.float32, copy=False)
@@ -155,7 +163,8 @@ def _job_outputs(
     caption = final_caption(clip.caption, s.trigger_phrase)
 
     def made(it: PlanItem, frames: np.ndarray, audio: np.ndarray | None) -> PreparedClip:
-        return PreparedClip(it.name, caption, frames, float(s.frame_rate), audio, it.source, pool.give_back)
+        fps = clip_fps(it, s, frames.shape[0])
+        return PreparedClip(it.name, caption, frames, fps, audio, it.source, pool.give_back)
 
     if plan.is_image:
         it = job[0]

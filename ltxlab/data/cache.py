@@ -19,7 +19,7 @@ from ltxlab.data.shards import INDEX_NAME, ShardIndex
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 4  # bump whenever prepare or encode changes the bytes they produce
+CACHE_FORMAT_VERSION = 5  # bump whenever prepare or encode changes the bytes they produce
 
 
 def source_identity(source: str) -> dict[str, Any]:

@@ -37,8 +37,8 @@ class PreparedClip:
     name: str
     caption: str  # final caption, trigger phrase prepended
     frames: np.ndarray  # [F, H, W, 3] uint8 fitted to the bucket; F = number_of_frames (1 for images)
-    fps: float  # frame_rate
-    audio: np.ndarray | None  # [2, T] float32 at sample_rate covering exactly F/fps seconds; None = audio off
+    fps: float  # the clip's real frame rate (its source rate when auto_scale_input is off)
+    audio: np.ndarray | None  # [2, T] float32 at sample_rate covering exactly F/fps s (real duration); None = off
     source: str  # relative path of the media it came from (manifest)
     recycle: Callable[[np.ndarray], None] | None = field(default=None, repr=False, compare=False)
 

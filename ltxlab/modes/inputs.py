@@ -31,7 +31,7 @@ class LatentBatch:
     text_video: Tensor  # [B, S, Dv] connector output for the video stream
     text_audio: Tensor  # [B, S, Da]
     text_mask: Tensor  # [B, S]
-    fps: float
+    fps: float | Tensor  # one rate, or [B] per-clip rates (RoPE positions are in seconds)
 
 
 @dataclass
@@ -41,7 +41,7 @@ class TrainingInputs:
     audio_in_loss: bool  # False for a2v (frozen conditioning) and for video-only runs
     isolate_modalities: bool  # video-only runs: no audio↔video cross-attention, as if audio were absent
     video_shape: tuple[int, int, int]
-    fps: float
+    fps: float | Tensor
 
 
 def noise_tokens(clean: Tensor, sigma: Tensor, clean_mask: Tensor, generator: torch.Generator) -> ModalityInputs:

@@ -18,11 +18,19 @@ from ltxlab.modes.inputs import LatentBatch
 
 
 def collate(samples: list[EncodedSample], device: torch.device, fps: float) -> LatentBatch:
+    """Stack samples into a batch. Each sample keeps its own frame rate (shard meta ``fps``; ``fps`` is the
+    fallback for caches that lack it): RoPE positions are in seconds, so a 60 fps clip is not taught as 24."""
     def stack(name: str) -> torch.Tensor:
         return torch.stack([s.tensors[name] for s in samples]).to(device, non_blocking=True)
 
     video = stack("video")  # [B, C, F, H, W]
     has_audio = "audio" in samples[0].tensors
+    if has_audio and len({s.tensors["audio"].shape[0] for s in samples}) > 1:
+        raise ValueError(
+            "clips of different durations (frame rates) cannot share a batch: their audio lengths differ ("
+            + ", ".join(f"{s.meta.get('name', s.key)}: {s.meta.get('fps')} fps" for s in samples)
+            + "); use optim.batch_size=1 or data.auto_scale_input=true"
+        )
     return LatentBatch(
         video=pack_video(video.float()),
         video_shape=tuple(video.shape[2:]),  # type: ignore[arg-type]
@@ -30,7 +38,7 @@ def collate(samples: list[EncodedSample], device: torch.device, fps: float) -> L
         text_video=stack("text_video").float(),
         text_audio=stack("text_audio").float(),
         text_mask=stack("text_mask").float(),
-        fps=fps,
+        fps=torch.tensor([float(s.meta.get("fps", fps)) for s in samples], dtype=torch.float64),
     )
 
 
