@@ -180,6 +180,14 @@ def audio_latent_length(num_samples_16k: int) -> int:
     return math.ceil(mel_frames / AUDIO_LATENT_DOWNSAMPLE)  # causal 4x encoder keeps the partial last group
 
 
+def audio_latent_frames_for_duration(duration_s: float) -> int:
+    """Audio latent length of a clip of ``duration_s`` seconds, as ltx-core sizes generated audio
+    (``AudioLatentShape.from_duration``): round(duration × 16000 / 160 / 4), i.e. 25 latents per second, Python's
+    round. `audio_latent_length` is what encoding a waveform yields (often one more); sampling uses this rule."""
+    latents_per_second = SAMPLE_RATE / HOP_LENGTH / AUDIO_LATENT_DOWNSAMPLE
+    return round(duration_s * latents_per_second)
+
+
 def pack_audio(latents: Tensor) -> Tensor:
     """[B, C, L, M] -> tokens [B, L, C*M] (channel-major, as the pipeline packs)."""
     return latents.transpose(1, 2).flatten(2, 3)

@@ -98,7 +98,10 @@ def vocoder_config() -> dict[str, Any]:
         "upsample_kernel_sizes": [11, 4, 4, 4, 4, 4], "upsample_factors": [5, 2, 2, 2, 2, 2],
         "resnet_kernel_sizes": [3, 7, 11], "resnet_dilations": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
         "act_fn": "snakebeta", "leaky_relu_negative_slope": 0.1, "antialias": True, "antialias_ratio": 2,
-        "antialias_kernel_size": 12, "final_act_fn": None, "final_bias": False,
+        "antialias_kernel_size": 12,
+        # ltx-core clamps the 16 kHz stage to ±1 before bandwidth extension (its checkpoint sets
+        # use_tanh_at_final=false); the BWE stage has no final activation.
+        "final_act_fn": "clamp", "final_bias": False,
         "bwe_in_channels": 128, "bwe_hidden_channels": 512, "bwe_out_channels": 2,
         "bwe_upsample_kernel_sizes": [12, 11, 4, 4, 4], "bwe_upsample_factors": [6, 5, 2, 2, 2],
         "bwe_resnet_kernel_sizes": [3, 7, 11], "bwe_resnet_dilations": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
@@ -192,8 +195,9 @@ def _rename(key: str, renames: tuple[tuple[str, str], ...]) -> str:
 
 
 def _is_statistic_used(key: str) -> bool:
-    # VAE checkpoints also store a channel index and the mean of stds; diffusers keeps only these two.
-    return "per_channel_statistics" not in key or key.endswith(("mean-of-means", "std-of-means"))
+    # VAE checkpoints also store `channel`, `mean-of-stds`, `mean-of-stds_over_std-of-means`, ...; diffusers
+    # (like ltx-core) uses only these two, matched by their exact name.
+    return "per_channel_statistics." not in key or key.rsplit(".", 1)[-1] in ("mean-of-means", "std-of-means")
 
 
 def _is_connector(key: str) -> bool:
@@ -315,15 +319,18 @@ def _from_single_file(cfg: ModelConfig, name: str, dtype: torch.dtype) -> torch.
     state = _read_component(path, name, part, config, dtype)
     with init_empty_weights():  # parameters on meta; buffers computed in __init__ stay real
         model = part.cls.from_config(config)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    misshaped = [f"{k} {tuple(state[k].shape)} != {shape}" for k, shape in sorted(expected.items())
+                 if k in state and tuple(state[k].shape) != shape]
+    if missing or misshaped:
         raise ModelPathError(
             f"model.{part.file_key}: {path} does not match the LTX-2.3 {name} ({len(missing)} missing "
-            f"weights, e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}); convert "
+            f"weights, e.g. {missing[:3]}; {len(misshaped)} mis-shaped, e.g. {misshaped[:3]}); convert "
             f"it with diffusers' scripts/convert_ltx2_to_diffusers.py and set model.checkpoint_dir instead"
         )
-    model.load_state_dict(state, strict=True, assign=True)
+    # Keys no model weight reads (extra statistics, training leftovers) are ignored, as ltx-core ignores them.
+    model.load_state_dict({k: state[k] for k in expected}, strict=True, assign=True)
     return model  # buffers computed in __init__ are still float32: the loader casts the whole module
 
 

@@ -128,7 +128,11 @@ def _lightricks_file(parts: dict, path: Path) -> None:
         else:
             tensors[f"model.diffusion_model.{key}"] = value
     tensors |= {f"vae.{k}": v for k, v in renamed(parts["vae"], "vae", _lightricks_vae_block).items()}
-    tensors["vae.per_channel_statistics.channel"] = torch.arange(8)  # unused extras the converter drops
+    # Extras a real LTX-2.3 file carries and ltx-core ignores: the converter must accept them.
+    for vae in ("vae", "audio_vae"):
+        tensors[f"{vae}.per_channel_statistics.channel"] = torch.arange(8)
+        for extra in ("mean-of-stds", "mean-of-stds_over_std-of-means"):
+            tensors[f"{vae}.per_channel_statistics.{extra}"] = torch.rand(8)
     tensors |= {f"audio_vae.{k}": v for k, v in renamed(parts["audio_vae"], "vae").items()}
     tensors |= {f"vocoder.{k}": v for k, v in renamed(parts["vocoder"], "vocoder").items()}
     save_file(tensors, str(path))
@@ -160,3 +164,10 @@ def test_ltx23_loads_lightricks_single_file_checkpoints(parts: dict, tmp_path: P
         loader.load_audio_vae(replace(real, audio_vae_file=str(partial)))
     with pytest.raises(ModelPathError, match=r"model\.audio_vae_file: .* no vocoder weights"):
         loader.load_vocoder(replace(real, audio_vae_file=str(partial)))
+    # A mis-shaped weight is refused naming the component and the weight.
+    bad = tmp_path / "bad.safetensors"
+    state = {k: v.contiguous() for k, v in parts["audio_vae"].state_dict().items()}
+    state["latents_std"] = torch.ones(3)
+    save_file(state, str(bad))
+    with pytest.raises(ModelPathError, match=r"model\.audio_vae_file: .* audio_vae .*1 mis-shaped.*latents_std"):
+        loader.load_audio_vae(replace(real, audio_vae_file=str(bad)))
