@@ -1,0 +1,125 @@
+"""What a multirun job is within its sweep: its swept values, W&B run name, group and tags, and its record.
+
+Swept keys are those of ``hydra.sweeper.params`` (the configs in ``sweeps/``, Optuna's search space) plus the
+sweep overrides of the command line (``lora.rank=8,32``, read back from the sweep's ``multirun.yaml``, or the
+process arguments where the sweeper writes none). A job's values come from its own overrides, so the name is the
+same whichever launcher ran it (in process, joblib, SLURM).
+
+Every run (single or multirun) leaves ``run_info.json``: name, group, swept values, status and losses — what
+``python -m ltxlab.compare`` reads, so hyperparameters never live only in ``.hydra/`` or a binary W&B file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from ltxlab.config.schema import Config
+
+RUN_INFO = "run_info.json"
+FAILED_OBJECTIVE = math.inf  # what a failed job returns: the worst loss, so grid and Optuna sweeps go on
+# Short names for W&B run names and tags (`rank=16,lr=4e-4`); other keys use their last component.
+SHORT_NAMES = {"lora.rank": "rank", "optim.learning_rate": "lr", "mode.first_frame_conditioning_p": "p",
+               "optim.number_of_steps": "steps"}
+
+
+@dataclass
+class JobIdentity:
+    name: str
+    group: str | None
+    swept: dict[str, Any] = field(default_factory=dict)  # full key → value
+
+    @property
+    def tags(self) -> list[str]:
+        return [f"{short_name(k)}={format_value(v)}" for k, v in self.swept.items()]
+
+    def apply(self, cfg: Config) -> None:
+        """Fill the logger's name/group/tags the user left unset (a value the user gave is kept)."""
+        logger = cfg.logger
+        logger.run_name = logger.run_name or self.name
+        logger.group = logger.group or self.group
+        logger.tags = list(logger.tags) or self.tags
+        logger.swept = dict(logger.swept) or {short_name(k): v for k, v in self.swept.items()}
+
+
+def short_name(key: str) -> str:
+    return SHORT_NAMES.get(key, key.rpartition(".")[2])
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _parse_value(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _sweep_keys(command_line: list[str]) -> list[str]:
+    keys = []
+    for override in OverridesParser.create().parse_overrides(command_line):
+        if override.is_sweep_override() and not override.key_or_group.startswith("hydra"):
+            keys.append(override.key_or_group)
+    return keys
+
+
+def _command_line(hydra_cfg: DictConfig) -> list[str]:
+    master = Path(hydra_cfg.sweep.dir) / "multirun.yaml"
+    if master.exists():
+        return list(OmegaConf.load(master).hydra.overrides.task)
+    return [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
+
+
+def job_identity(hydra_cfg: DictConfig) -> JobIdentity | None:
+    """The job's place in its sweep; None for a single run."""
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    params = hydra_cfg.sweeper.get("params") or {}
+    keys = list(params) + [k for k in _sweep_keys(_command_line(hydra_cfg)) if k not in params]
+    values: dict[str, Any] = {}
+    for text in hydra_cfg.overrides.task:
+        key, _, value = text.partition("=")
+        key = key.lstrip("+~")
+        if key in keys:
+            values[key] = _parse_value(value)
+    swept = {k: values[k] for k in keys if k in values}
+    name = ",".join(f"{short_name(k)}={format_value(v)}" for k, v in swept.items()) or f"job{hydra_cfg.job.num}"
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    group = f"{hydra_cfg.job.config_name}-{'_'.join(sweep_dir.parts[-2:])}"
+    return JobIdentity(name=name, group=group, swept=swept)
+
+
+@dataclass
+class RunInfo:
+    name: str
+    group: str | None
+    swept: dict[str, Any]
+    status: str  # completed | stopped | failed
+    val_loss: float | None = None
+    final_loss: float | None = None
+    error: str | None = None
+
+    def write(self, run_dir: Path) -> Path:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / RUN_INFO
+        path.write_text(json.dumps(asdict(self), indent=2))
+        return path
+
+
+def read_run_info(run_dir: Path) -> RunInfo | None:
+    path = run_dir / RUN_INFO
+    return RunInfo(**json.loads(path.read_text())) if path.exists() else None
