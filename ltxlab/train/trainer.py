@@ -22,6 +22,7 @@ from ltxlab.modes import ShiftedLogitNormal, build_mode
 from ltxlab.train import checkpoint
 from ltxlab.train.batches import ShardBatches
 from ltxlab.train.engine import build_engine
+from ltxlab.train.heldout import HeldoutLoss, split_heldout
 from ltxlab.train.loop import run_loop
 from ltxlab.train.lora import attach_lora
 from ltxlab.train.metrics import MetricsLogger
@@ -38,6 +39,7 @@ class TrainOutcome:
     final_loss: float | None
     is_main_process: bool
     reel: Path | None = None  # the final validation reel (the seeds' `video` output)
+    val_loss: float | None = None  # the final held-out loss (the sweep objective)
 
 
 def config_dict(cfg: Config) -> dict[str, Any]:
@@ -64,8 +66,11 @@ def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool 
     peft_config = attach_lora(transformer, cfg.lora, seed=cfg.train.seed)
     engine = build_engine(transformer, cfg.optim, cfg.deepspeed)
     rank, world = engine.global_rank, engine.world_size
+    t = cfg.train
+    heldout_split = split_heldout(latents.directory, latents.index, t.heldout_fraction, t.heldout_max_samples,
+                                  t.heldout_min_dataset)
     batches = ShardBatches(latents.directory, latents.index, cfg.optim.batch_size, cfg.train.seed, engine.device,
-                           rank=rank, world_size=world)
+                           rank=rank, world_size=world, exclude=heldout_split.excluded)
     # Per-rank streams: ranks must not draw the same σ, noise and first-frame decisions.
     generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
     sigmas = ShiftedLogitNormal(cfg.train.sigma_shift_min, cfg.train.sigma_shift_max,
@@ -87,14 +92,23 @@ def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool 
 
     metrics = MetricsLogger(cfg.logger, run_dir, config_dict(cfg), enabled=rank == 0)
     previews = Previews.create(cfg, latents, run_dir, engine.device, metrics, enabled=rank == 0)
+    heldout = HeldoutLoss.create(cfg, heldout_split, latents.directory, latents.index, engine.device, metrics,
+                                 audio_width=transformer.config.audio_in_channels)
+
+    def at_validation_interval(step: int) -> None:
+        heldout.maybe_run(engine.module, step)
+        previews.maybe_run(engine.module, step)
+
+    val_loss = None
     try:
         result = run_loop(engine, mode, batches, cfg, ckpt_dir, metrics, generator, start_step,
                           stop_after_steps=stop_after_steps, show_progress=show_progress and rank == 0,
-                          extra_client_state={"fingerprint": fingerprint},
-                          on_step_end=lambda step: previews.maybe_run(engine.module, step))
+                          extra_client_state={"fingerprint": fingerprint}, on_step_end=at_validation_interval)
+        if result.finished:
+            val_loss = heldout.final(engine.module, result.step)
         reel = previews.final(engine.module, result.step) if result.finished else None
     finally:
         metrics.finish()
     final = result.losses[-1] if result.losses else None
     return TrainOutcome(transformer=engine.module, peft_config=peft_config, finished=result.finished,
-                        final_loss=final, is_main_process=rank == 0, reel=reel)
+                        final_loss=final, is_main_process=rank == 0, reel=reel, val_loss=val_loss)
