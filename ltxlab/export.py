@@ -96,10 +96,13 @@ class RunOutputs:
     debug_dataset: str | None
     billable_units: int
     final_loss: float | None
+    val_loss: float | None = None  # the final held-out loss (ltxlab/train/heldout.py)
 
     def write(self, out_dir: Path) -> Path:
+        """``result.json``; the seeds' optional outputs (``video``, ``debug_dataset``) only when produced."""
+        content = {k: v for k, v in self.__dict__.items() if v is not None or k not in ("video", "debug_dataset")}
         path = out_dir / "result.json"
-        path.write_text(json.dumps(self.__dict__, indent=2))
+        path.write_text(json.dumps(content, indent=2))
         return path
 
 
