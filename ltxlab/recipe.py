@@ -1,5 +1,5 @@
-"""The recipe: setup → latents (ingest, prepare, encode; cached) → train → export. Returns the final loss so
-Hydra sweepers can optimise it."""
+"""The recipe: setup → latents (ingest, prepare, encode; cached) → train → export. Returns the final held-out
+loss (``val/loss``) so Hydra sweepers can optimise it."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from ltxlab.config.resolution import bucket_size
 from ltxlab.config.schema import Config
 from ltxlab.config.validate import validate
 from ltxlab.data.pipeline import build_latents
-from ltxlab.errors import InputError, report_input_error
+from ltxlab.errors import InputError, report_input_error, write_error_file
 from ltxlab.export import RunOutputs, billable_units, save_lora, training_config_json, write_config_file
+from ltxlab.sweep import FAILED_OBJECTIVE, JobIdentity, RunInfo, job_identity
 from ltxlab.train.trainer import train
 
 log = logging.getLogger("ltxlab")
@@ -29,6 +30,7 @@ EXIT_RESUMABLE = 75  # EX_TEMPFAIL: stopped early (signal), the same command res
 class RunResult:
     finished: bool  # False when stopped early by a signal: the same command resumes
     final_loss: float | None
+    val_loss: float | None = None  # the final held-out loss
 
 
 def run(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True) -> RunResult:
@@ -38,7 +40,7 @@ def run(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True
              "reused cache" if latents.reused else "built")
     outcome = train(cfg, latents, run_dir, show_progress=show_progress)
     if not outcome.finished or not outcome.is_main_process:
-        return RunResult(outcome.finished, outcome.final_loss)
+        return RunResult(outcome.finished, outcome.final_loss, outcome.val_loss)
     size = bucket_size(cfg.resolution.name, cfg.resolution.aspect_ratio)
     meta = {"ltxlab_training_type": cfg.mode.name, "ltxlab_trigger_phrase": cfg.data.trigger_phrase,
             "ltxlab_rank": str(cfg.lora.rank), "ltxlab_alpha_baked": "true"}
@@ -47,23 +49,59 @@ def run(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True
     outputs = RunOutputs(lora_file=str(lora_file), lora_file_diffusers=str(diffusers_file),
                          config_file=str(config_file), video=str(outcome.reel) if outcome.reel else None,
                          debug_dataset=latents.debug_archive,
-                         billable_units=billable_units(cfg.optim.number_of_steps), final_loss=outcome.final_loss)
+                         billable_units=billable_units(cfg.optim.number_of_steps), final_loss=outcome.final_loss,
+                         val_loss=outcome.val_loss)
     outputs.write(run_dir)
+    from ltxlab.plots import write_loss_plot  # deferred: matplotlib only once a run has finished
+
+    write_loss_plot(run_dir)
     log.info("done: %s", json.dumps(asdict(outputs)))
-    return RunResult(True, outcome.final_loss)
+    return RunResult(True, outcome.final_loss, outcome.val_loss)
 
 
 def run_from_hydra(dict_cfg: DictConfig) -> float | None:
+    """The Hydra task: returns the final ``val/loss``. In a multirun a failed job is recorded (error.json,
+    run_info.json status "failed") and returns +inf, so the sweep goes on; a single run exits 2 on bad input."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     launch_dir = Path(hydra_cfg.runtime.cwd)
+    job = job_identity(hydra_cfg)
+    identity = job or JobIdentity(name=run_dir.name, group=None)
     try:
         cfg = validate(dict_cfg)
+        identity.apply(cfg)
+        identity = JobIdentity(cfg.logger.run_name or identity.name, cfg.logger.group, identity.swept)
+        quiet_libraries(cfg.logger.library_logs)
         result = run(cfg, run_dir, launch_dir, show_progress=cfg.logger.progress_bar)
     except InputError as err:
-        report_input_error(err, run_dir)  # the seeds' 422: one line, error.json, exit 2, nothing trained
+        if job is None:
+            report_input_error(err, run_dir)  # the seeds' 422: one line, error.json, exit 2, nothing trained
+        return _failed(job, run_dir, err.code, type(err).__name__, str(err))
+    except Exception as err:
+        write_error_file(run_dir, 500, type(err).__name__, f"internal error: {err}")  # the seeds' 500
+        if job is None:
+            raise
+        log.exception("job %s crashed", job.name)
+        return _failed(job, run_dir, 500, type(err).__name__, str(err))
+    status = "completed" if result.finished else "stopped"
+    RunInfo(identity.name, identity.group, identity.swept, status, result.val_loss, result.final_loss).write(run_dir)
     if not result.finished:
         print("stopped before the last step; run the same command again to resume", file=sys.stderr)
         sys.exit(EXIT_RESUMABLE)
-    return result.final_loss
+    return result.val_loss
+
+
+def _failed(job: JobIdentity, run_dir: Path, status: int, kind: str, detail: str) -> float:
+    write_error_file(run_dir, status, kind, detail)
+    RunInfo(job.name, job.group, job.swept, "failed", error=detail).write(run_dir)
+    log.error("job %s failed (%d): %s; the sweep goes on", job.name, status, detail)
+    print(f"error: job {job.name}: {detail}", file=sys.stderr)
+    return FAILED_OBJECTIVE
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """DeepSpeed's and W&B's INFO banners only with ``logger.library_logs=true``."""
+    level = logging.INFO if verbose else logging.WARNING
+    for name in ("DeepSpeed", "wandb"):
+        logging.getLogger(name).setLevel(level)
 
