@@ -16,15 +16,19 @@ import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from ltxlab.config.schema import Config
+if TYPE_CHECKING:
+    from ltxlab.config.schema import Config
 
 RUN_INFO = "run_info.json"
+SWEEP_RECORD = "sweep.jsonl"  # one line per finished job, in the sweep directory
 FAILED_OBJECTIVE = math.inf  # what a failed job returns: the worst loss, so grid and Optuna sweeps go on
 # Short names for W&B run names and tags (`rank=16,lr=4e-4`); other keys use their last component.
 SHORT_NAMES = {"lora.rank": "rank", "optim.learning_rate": "lr", "mode.first_frame_conditioning_p": "p",
@@ -123,3 +127,41 @@ class RunInfo:
 def read_run_info(run_dir: Path) -> RunInfo | None:
     path = run_dir / RUN_INFO
     return RunInfo(**json.loads(path.read_text())) if path.exists() else None
+
+
+class SweepRecord(Callback):
+    """Hydra callback (``hydra.callbacks`` in ``conf/config.yaml``): each multirun job appends its name, swept
+    values, status and returned objective to ``<sweep dir>/sweep.jsonl``; the end of the sweep prints a summary
+    naming the failed jobs and the best one."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        hydra_cfg = config.hydra
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            return
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        info = read_run_info(run_dir)
+        value = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
+        objective = float(value) if isinstance(value, int | float) else None
+        failed = job_return.status != JobStatus.COMPLETED or info is None or info.status == "failed"
+        line = {"job": hydra_cfg.job.num, "dir": str(run_dir), "name": info.name if info else None,
+                "swept": info.swept if info else {}, "status": "failed" if failed else info.status,
+                "objective": objective if objective is not None and math.isfinite(objective) else None,
+                "error": (info.error if info else None) or (None if not failed else repr(value))}
+        with (Path(hydra_cfg.sweep.dir) / SWEEP_RECORD).open("a") as f:
+            f.write(json.dumps(line) + "\n")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        path = Path(config.hydra.sweep.dir) / SWEEP_RECORD
+        if not path.exists():
+            return
+        jobs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        failed = [j for j in jobs if j["status"] == "failed"]
+        done = [j for j in jobs if j["objective"] is not None]
+        print(f"sweep {config.hydra.sweep.dir}: {len(jobs)} job(s), {len(done)} with val/loss, {len(failed)} failed",
+              file=sys.stderr)
+        for job in failed:
+            print(f"  failed: job {job['job']} ({job['name']}): {job['error']}", file=sys.stderr)
+        if done:
+            best = min(done, key=lambda j: j["objective"])
+            print(f"  best: job {best['job']} ({best['name']}) val/loss {best['objective']:.4f}; compare with: "
+                  f"python -m ltxlab.compare {config.hydra.sweep.dir}", file=sys.stderr)
