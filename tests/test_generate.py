@@ -15,9 +15,10 @@ from ltxlab.config.schema import LoraConfig
 from ltxlab.data.media import probe_video
 from ltxlab.data.media_write import write_image, write_wav
 from ltxlab.export import save_lora
-from ltxlab.generate import GenerateInputs, generate_latents, main
+from ltxlab.generate import GenerateInputs, _parser, generate_clip, main
 from ltxlab.models.loader import load_transformer
 from ltxlab.models.spec import ModelConfig
+from ltxlab.sample.settings import SamplingSettings
 from ltxlab.train.lora import attach_lora
 
 MODEL = ModelConfig()
@@ -44,21 +45,61 @@ def run_dir(tmp_path_factory) -> Path:
     return d
 
 
+SETTINGS = SamplingSettings(negative_prompt="blurry", number_of_frames=9, width=64, height=64, inference_steps=2,
+                            stg_blocks=[1], seed=3)
+
+
 def inputs(run_dir: Path, audio: bool = False) -> GenerateInputs:
-    return GenerateInputs(prompt="a robot dances", negative_prompt="blurry", image=str(run_dir / "start.png"),
-                          audio=str(run_dir / "voice.wav") if audio else None, num_frames=9, fps=24, width=64,
-                          height=64)
+    return GenerateInputs(prompt="a robot dances", image=str(run_dir / "start.png"),
+                          audio=str(run_dir / "voice.wav") if audio else None)
 
 
 def test_both_formats_load_identically_and_the_lora_changes_the_output(run_dir) -> None:
-    settings = {"steps": 2, "stg_blocks": [1], "seed": 3}
     cpu = torch.device("cpu")
-    comfy = generate_latents(MODEL, run_dir / "lora.safetensors", inputs(run_dir), run_dir, cpu, settings)
-    diffusers = generate_latents(MODEL, run_dir / "lora_diffusers", inputs(run_dir), run_dir, cpu, settings)
-    base = generate_latents(MODEL, None, inputs(run_dir), run_dir, cpu, settings)
-    assert (comfy[0] - diffusers[0]).abs().max() < 1e-5 and (comfy[1] - diffusers[1]).abs().max() < 1e-5
-    assert (comfy[0] - base[0]).abs().max() > 1e-2  # the adapter is really applied
-    assert torch.equal(comfy[0][:, :, :1], base[0][:, :, :1])  # the start image stays the first frame
+    comfy = generate_clip(MODEL, run_dir / "lora.safetensors", inputs(run_dir), SETTINGS, run_dir, cpu)
+    diffusers = generate_clip(MODEL, run_dir / "lora_diffusers", inputs(run_dir), SETTINGS, run_dir, cpu)
+    base = generate_clip(MODEL, None, inputs(run_dir), SETTINGS, run_dir, cpu)
+    assert (comfy.video_latents - diffusers.video_latents).abs().max() < 1e-5
+    assert (comfy.audio_latents - diffusers.audio_latents).abs().max() < 1e-5
+    assert (comfy.video_latents - base.video_latents).abs().max() > 1e-2  # the adapter is really applied
+    assert torch.equal(comfy.video_latents[:, :, :1], base.video_latents[:, :, :1])  # start image = first frame
+
+
+def test_sampling_flags_and_defaults_are_the_shared_settings() -> None:
+    """generate's sampling flags are the SamplingSettings fields with the same defaults (validation previews
+    extend the same dataclass), and --model defaults to tiny like every other entry point."""
+    from dataclasses import fields
+
+    args = _parser().parse_args(["--lora", "x.safetensors", "--prompt", "p", "--out", "o.mp4"])
+    defaults = SamplingSettings()
+    assert {f.name: getattr(args, f.name) for f in fields(SamplingSettings)} == \
+        {f.name: getattr(defaults, f.name) for f in fields(SamplingSettings)}
+    assert args.model == "tiny" == ModelConfig().name
+    args = _parser().parse_args(["--lora", "x", "--prompt", "p", "--out", "o.mp4", "--steps", "4", "--fps", "30",
+                                 "--frames", "17", "--stg-blocks", "1", "2", "--audio-stg-scale", "0",
+                                 "--image-crf", "0"])
+    assert (args.inference_steps, args.frame_rate, args.number_of_frames, args.stg_blocks) == (4, 30, 17, [1, 2])
+    assert (args.audio_stg_scale, args.image_crf) == (0.0, 0)
+
+
+def test_a2v_generate_freezes_the_audio_at_sigma_zero(run_dir, monkeypatch) -> None:
+    """What reaches the transformer in a2v generate: audio timesteps 0 and audio σ 0 on every call."""
+    seen = []
+    real = load_transformer
+
+    def recording(cfg):
+        t = real(cfg)
+        t.register_forward_pre_hook(lambda m, a, kw: seen.append((kw["audio_timestep"], kw["audio_sigma"])),
+                                    with_kwargs=True)
+        return t
+
+    import ltxlab.generate as generate_module
+
+    monkeypatch.setattr(generate_module.loader, "load_transformer", recording)
+    clip = generate_clip(MODEL, run_dir / "lora.safetensors", inputs(run_dir, audio=True), SETTINGS, run_dir,
+                         torch.device("cpu"))
+    assert clip.audio_latents is None and clip.sample_rate == 16000  # plays the conditioning audio
+    assert len(seen) == 2 * 3 and all(not t.any() and not s.any() for t, s in seen)
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

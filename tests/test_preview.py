@@ -16,16 +16,17 @@ from ltxlab.errors import DatasetError, InputError
 from ltxlab.models import loader
 from ltxlab.models.codecs import encode_video
 from ltxlab.models.spec import ModelConfig
-from ltxlab.sample import media_inputs, preview
-from ltxlab.sample.media_inputs import load_conditioning_audio, load_start_image
+from ltxlab.sample import media_inputs
+from ltxlab.sample import runner as clip_runner
+from ltxlab.sample.media_inputs import load_conditioning_audio, load_start_image, reencode_h264
 from ltxlab.sample.preview import (
     PreviewPrompts,
     PreviewRunner,
     encode_preview_prompts,
-    image_to_pixels,
     load_preview_prompts,
     save_preview_prompts,
 )
+from ltxlab.sample.runner import image_to_pixels
 
 MODEL = ModelConfig()
 FRAMES, FPS = 9, 24
@@ -62,11 +63,7 @@ def validation(media: dict[str, Path], n: int = 2, **overrides) -> ValidationCon
     return cfg
 
 
-@pytest.fixture
-def small(monkeypatch) -> tuple[int, int]:
-    """Previews at 64x64 instead of the table's smallest 512x288, to keep the suite fast."""
-    monkeypatch.setattr(preview, "bucket_size", lambda resolution, aspect: (64, 64))
-    return 64, 64
+SMALL = {"width": 64, "height": 64}  # previews at 64x64 instead of the table's smallest 512x288: a fast suite
 
 
 def runner(media, text_stack, tmp_path, mode: str, with_audio: bool, n: int = 2, **overrides) -> PreviewRunner:
@@ -109,23 +106,32 @@ def test_i2v_with_audio_at_the_configured_size(media, text_stack, tmp_path) -> N
     assert abs(read_audio(reel, 48000).shape[1] / 48000 - 2 * FRAMES / FPS) < 0.03
 
 
-def test_video_only_previews_have_a_silent_track(media, text_stack, tmp_path, small) -> None:
-    run = runner(media, text_stack, tmp_path, "i2v", with_audio=False, n=1)
-    assert run.audio_vae is None and run.vocoder is None  # nothing audio is loaded
+def test_video_only_previews_have_a_silent_track(media, text_stack, tmp_path) -> None:
+    run = runner(media, text_stack, tmp_path, "i2v", with_audio=False, n=1, **SMALL)
+    assert run.runner.audio_vae is None and run.runner.vocoder is None  # nothing audio is loaded
     reel = run.run(loader.load_transformer(MODEL), step=3)
     for p in (*run.last_previews, reel):
-        check_video(p, FRAMES, small)
+        check_video(p, FRAMES, (64, 64))
         assert not read_audio(p, 48000).any()
 
 
-def test_a2v_preview_plays_the_fitted_conditioning_audio(media, text_stack, tmp_path, small) -> None:
-    run = runner(media, text_stack, tmp_path, "a2v", with_audio=True, n=1)
-    assert run.vocoder is None  # a2v never decodes audio
-    reel = run.run(loader.load_transformer(MODEL), step=1)
+def test_a2v_preview_plays_the_fitted_conditioning_audio(media, text_stack, tmp_path) -> None:
+    run = runner(media, text_stack, tmp_path, "a2v", with_audio=True, n=1, **SMALL)
+    assert run.runner.vocoder is None  # a2v never decodes audio
+    transformer = loader.load_transformer(MODEL)
+    seen = []  # what reaches the transformer: the frozen audio must be at timestep 0 and σ 0 on every call
+    hook = transformer.register_forward_pre_hook(
+        lambda m, a, kw: seen.append((kw["audio_timestep"], kw["audio_sigma"], kw["sigma"])), with_kwargs=True)
+    try:
+        reel = run.run(transformer, step=1)
+    finally:
+        hook.remove()
+    assert len(seen) == 2 * 3  # 2 steps x (cond+uncond, STG, audio-isolation) as the reference a2v guidance
+    assert all(not t.any() and not s.any() and (v > 0).all() for t, s, v in seen)
     fitted = load_conditioning_audio(media["audio"], FRAMES / FPS, tmp_path / "w2")
     assert fitted.shape == (2, round(FRAMES / FPS * 16000))
     for p in (run.last_previews[0], reel):
-        check_video(p, FRAMES, small)
+        check_video(p, FRAMES, (64, 64))
         assert audio_stream_info(p) == ("aac", 16000)
         played = read_audio(p, 16000)
         # AAC is lossy: the decoded track matches the fitted waveform sample by sample within codec error.
@@ -136,41 +142,46 @@ def test_a2v_preview_plays_the_fitted_conditioning_audio(media, text_stack, tmp_
             assert corr > 0.99, corr
 
 
-def test_held_first_frame_is_the_encoded_start_image(media, text_stack, tmp_path, small, monkeypatch) -> None:
+def test_held_first_frame_is_the_encoded_crf_start_image(media, text_stack, tmp_path, monkeypatch) -> None:
     """p=1-style previews keep the supplied image as the first frame. With random tiny VAE weights decoded pixels
     say nothing about the input, so this is checked on latents: the sampled first latent frame equals the
-    encoding of the (resized/cropped) start image, bit for bit."""
+    encoding of the start image re-encoded at CRF 33 (the default) then resized/cropped, bit for bit."""
     returned = []
-    real_sample = preview.sample
+    real_sample = clip_runner.sample
 
     def spy(*args, **kwargs):
         out = real_sample(*args, **kwargs)
         returned.append(out[0])
         return out
 
-    monkeypatch.setattr(preview, "sample", spy)
-    run = runner(media, text_stack, tmp_path, "i2v", with_audio=False, n=2)
+    monkeypatch.setattr(clip_runner, "sample", spy)
+    run = runner(media, text_stack, tmp_path, "i2v", with_audio=False, n=2, **SMALL)
     run.run(loader.load_transformer(MODEL), step=0)
     vae = loader.load_video_vae(MODEL)
     for i, latents in enumerate(returned):
-        image = load_start_image(media[f"image{i}"], *small, tmp_path / "w3")
+        image = load_start_image(media[f"image{i}"], 64, 64, tmp_path / "w3", crf=33)
         assert torch.equal(latents[:, :, :1], encode_video(vae, image_to_pixels(image)))
+        plain = load_start_image(media[f"image{i}"], 64, 64, tmp_path / "w3", crf=0)
+        assert not torch.equal(latents[:, :, :1], encode_video(vae, image_to_pixels(plain)))
 
 
-def test_settings_come_from_the_validation_config(media, text_stack, tmp_path, small) -> None:
+def test_settings_come_from_the_validation_config(media, text_stack, tmp_path) -> None:
     run = runner(media, text_stack, tmp_path, "i2v", with_audio=True, n=1, guidance_scale=0.0, stg_scale=0.0,
-                 inference_steps=4, seed=9, modality_scale=1.0, guidance_rescale=0.0, audio_guidance_scale=2.0)
-    r = run.request(0)
-    assert (r.guidance_scale, r.stg_scale, r.steps, r.seed, r.modality_scale, r.guidance_rescale) == \
+                 inference_steps=4, seed=9, modality_scale=1.0, guidance_rescale=0.0, audio_guidance_scale=2.0,
+                 **SMALL)
+    r = run.clips[0].request
+    assert r.settings is run.runner.settings and isinstance(r.settings, ValidationConfig)
+    s = r.settings
+    assert (s.guidance_scale, s.stg_scale, s.inference_steps, s.seed, s.modality_scale, s.guidance_rescale) == \
         (0.0, 0.0, 4, 9, 1.0, 0.0)
-    assert (r.audio_guidance_scale, r.num_frames, r.fps, (r.width, r.height)) == (2.0, FRAMES, FPS, small)
+    assert (s.audio_guidance_scale, s.number_of_frames, s.frame_rate, s.size()) == (2.0, FRAMES, FPS, (64, 64))
     assert r.generate_audio and r.audio is None and r.first_frame.shape == (1, 8, 1, 2, 2)
 
 
 def test_no_samples_means_no_reel(text_stack, tmp_path) -> None:
     cfg = ValidationConfig()
     run = PreviewRunner(MODEL, cfg, "i2v", True, encode_preview_prompts(text_stack, cfg), tmp_path, tmp_path, "cpu")
-    assert run.video_vae is None and run.run(loader.load_transformer(MODEL), step=10) is None
+    assert run.runner is None and run.run(loader.load_transformer(MODEL), step=10) is None
     assert not any(tmp_path.iterdir())
 
 
@@ -186,6 +197,17 @@ def test_mismatched_prompts_are_refused(media, tmp_path) -> None:
 def test_start_image_is_resized_to_fill_and_centre_cropped(media, tmp_path) -> None:
     image = load_start_image(media["image0"], 64, 32, tmp_path)  # 120x90 source: scaled to 64x48, cropped
     assert image.shape == (32, 64, 3) and image.dtype == np.uint8
+
+
+def test_start_image_crf_reencode_is_one_h264_frame(media, tmp_path) -> None:
+    source = media_inputs.read_image(media["image0"])
+    once = reencode_h264(source, 33)
+    assert once.shape == source.shape and once.dtype == np.uint8
+    assert 0 < np.abs(once.astype(int) - source).mean() < 60  # lossy, not garbage
+    assert np.array_equal(reencode_h264(source, 0), source)  # 0 = off
+    assert np.abs(reencode_h264(source, 18).astype(int) - source).mean() < np.abs(once.astype(int) - source).mean()
+    odd = reencode_h264(source[:89, :119], 33)
+    assert odd.shape == (88, 118, 3)  # 4:2:0 needs even sizes, as in ltx-pipelines
 
 
 def test_conditioning_audio_is_fitted_then_peak_normalised(media, tmp_path) -> None:

@@ -14,14 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from ltxlab.models.spec import ModelConfig
-
-DEFAULT_NEGATIVE_PROMPT = (
-    "blurry, out of focus, overexposed, underexposed, low contrast, washed out colors, excessive noise, "
-    "grainy texture, poor lighting, flickering, motion blur, distorted proportions, unnatural skin tones, "
-    "deformed facial features, asymmetrical face, missing facial features, extra limbs, disfigured hands, "
-    "wrong hand count, artifacts around text, inconsistent perspective, camera shake, jittery motion, "
-    "static frame, watermark, low quality"
-)
+from ltxlab.sample.settings import SamplingSettings
 
 
 @dataclass
@@ -108,22 +101,12 @@ class ValidationSample:
 
 
 @dataclass
-class ValidationConfig:
+class ValidationConfig(SamplingSettings):
+    """Validation previews: the samples and how often, plus every sampling setting (defaults written once, in
+    `ltxlab.sample.settings.SamplingSettings`, shared with ``python -m ltxlab.generate``)."""
+
     samples: list[ValidationSample] = field(default_factory=list)  # seeds' `validation` (max 2)
-    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
-    number_of_frames: int = 89
-    frame_rate: int = 24
-    resolution: str = "high"
-    aspect_ratio: str = "1:1"
-    stg_scale: float = 1.0
     interval: int = 250  # steps between preview rounds (0 = only at the end)
-    inference_steps: int = 30
-    guidance_scale: float = 3.0
-    audio_guidance_scale: float = 7.0
-    guidance_rescale: float = 0.7
-    modality_scale: float = 3.0
-    stg_blocks: list[int] = field(default_factory=lambda: [28])
-    seed: int = 0
 
 
 @dataclass

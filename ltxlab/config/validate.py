@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from ltxlab.config.resolution import ASPECT_RATIOS, RESOLUTIONS, snap_frames
 from ltxlab.config.schema import Config
 from ltxlab.errors import ConfigError
+from ltxlab.sample.settings import sampling_problems
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "model.dtype": ("float32", "bfloat16"),
 }
 POSITIVE = ("optim.learning_rate", "optim.batch_size", "optim.gradient_accumulation_steps",
-            "train.checkpoint_interval", "data.samples_per_shard", "validation.inference_steps")
+            "train.checkpoint_interval", "data.samples_per_shard")
 MAX_VALIDATION_SAMPLES = 2
 
 
@@ -104,9 +105,9 @@ def _check_validation(cfg: Config) -> None:
             raise ConfigError(f"validation.samples[{i}].image_url is required (the first-frame image)")
         if cfg.mode.name == "a2v" and not sample.audio_url:
             raise ConfigError(f"validation.samples[{i}].audio_url is required in a2v (the conditioning audio)")
-    unknown = [b for b in cfg.validation.stg_blocks if b < 0]
-    if unknown:
-        raise ConfigError(f"validation.stg_blocks={unknown} must be non-negative block indices")
+    problems = sampling_problems(cfg.validation)
+    if problems:
+        raise ConfigError(f"validation.{problems[0]}")
 
 
 def _snap(cfg: Config, key: str) -> None:

@@ -8,12 +8,14 @@ container. The fitting is the training data's, so a preview conditions the model
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from urllib.parse import urlparse
 
+import av
 import numpy as np
 
-from ltxlab.data.fit import fit_audio, peak_normalize
+from ltxlab.data.fit import fit_audio, peak_normalize, resize_fill_center_crop
 from ltxlab.data.frame_fit import read_fitted_still
 from ltxlab.data.media import (
     AUDIO_EXTS,
@@ -21,6 +23,7 @@ from ltxlab.data.media import (
     VIDEO_EXTS,
     MediaError,
     read_audio,
+    read_image,
 )
 from ltxlab.data.sources import SourceLimits, download
 from ltxlab.errors import DatasetError, InputError
@@ -66,15 +69,40 @@ def fetch_input(url_or_path: str | Path, work_dir: Path, allowed_exts: set[str],
     return dest
 
 
-def load_start_image(url_or_path: str | Path, width: int, height: int, work_dir: Path) -> np.ndarray:
+def reencode_h264(image: np.ndarray, crf: int) -> np.ndarray:
+    """``image`` (H×W×3 uint8) after one trip through H.264 at ``crf`` (libx264 veryfast, yuv420p, in memory),
+    as ltx-pipelines conditions on images: the model was trained on compressed video frames. Odd sizes lose
+    their last row/column (4:2:0 needs even sizes); ``crf=0`` returns the image unchanged."""
+    if crf == 0:
+        return image
+    height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+    if min(height, width) < 2:
+        return image
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=1, options={"crf": str(crf), "preset": "veryfast"})
+        stream.width, stream.height = width, height
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:height, :width]), format="rgb24")
+        out.mux(stream.encode(frame.reformat(format="yuv420p")))
+        out.mux(stream.encode())
+    buffer.seek(0)
+    with av.open(buffer, "r") as decoded:
+        return next(decoded.decode(video=0)).to_ndarray(format="rgb24")
+
+
+def load_start_image(url_or_path: str | Path, width: int, height: int, work_dir: Path, crf: int = 0) -> np.ndarray:
     """The first-frame image as H×W×3 uint8 RGB at exactly ``width``×``height``.
 
-    Resized to fill and centre-cropped like training clips (`frame_fit.read_fitted_still`). A video file is
-    accepted too (its first frame is used), like the a2v datasets' ``_start.mp4``.
+    With ``crf`` > 0 an image is first re-encoded as one H.264 frame at its own size (`reencode_h264`, in
+    ltx-pipelines' order: compress, then fit). Then it is resized to fill and centre-cropped like training clips.
+    A video file is accepted too (its first frame is used, already H.264-like: it is fitted, then re-encoded),
+    like the a2v datasets' ``_start.mp4``.
     """
     path = fetch_input(url_or_path, work_dir, IMAGE_EXTS | VIDEO_EXTS, "start image")
     try:
-        return read_fitted_still(path, width, height)
+        if path.suffix.lower() in IMAGE_EXTS:
+            return resize_fill_center_crop(reencode_h264(read_image(path), crf), width, height)
+        return reencode_h264(read_fitted_still(path, width, height), crf)
     except MediaError as e:
         raise InputError(f"start image: {e}") from None
 
