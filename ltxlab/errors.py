@@ -6,6 +6,7 @@ class. Anything else that escapes is a bug or an environment failure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -34,7 +35,23 @@ class ModelPathError(ConfigError):
     """A model path in the config is missing, does not exist, or does not hold the expected weights."""
 
 
-EXIT_INPUT = 2  # bad input; 1 stays "crash" (Hydra's and Python's), 75 "stopped early, resumable"
+class TrainingDiverged(LtxlabError):
+    """Training produced non-finite losses, gradients or LoRA weights; nothing is exported."""
+
+    code = 500
+
+
+class CacheCorrupt(LtxlabError):
+    """A latent cache failed verification and cannot be rebuilt (its dataset source is gone)."""
+
+    code = 500
+
+
+# Exit codes: 1 stays "crash" (Hydra's and Python's), 75 "stopped early, resumable" (recipe.py).
+EXIT_INPUT = 2  # bad input (the seeds' 422)
+EXIT_DIVERGED = 3  # non-finite training aborted
+EXIT_CACHE = 4  # a corrupt cache that cannot be rebuilt
+EXIT_OS = 74  # EX_IOERR: the file system refused (read-only, permission, disk full, missing path)
 
 
 def write_error_file(run_dir: Path, status: int, kind: str, detail: str) -> Path:
@@ -43,6 +60,30 @@ def write_error_file(run_dir: Path, status: int, kind: str, detail: str) -> Path
     path = run_dir / "error.json"
     path.write_text(json.dumps({"status": status, "error": kind, "detail": detail, "billable_units": 0}))
     return path
+
+
+def os_error_message(err: OSError) -> str:
+    """``/runs/a/result.json: Read-only file system`` — the path(s) and the system's reason, on one line."""
+    reason = err.strerror or str(err) or type(err).__name__
+    paths = [str(p) for p in (err.filename, err.filename2) if p]
+    return f"{' → '.join(paths)}: {reason}" if paths else reason
+
+
+def report_failure(err: BaseException, run_dir: Path | None) -> NoReturn:
+    """Report a failure that is not bad input and not a bug — an OS error, non-finite training, a cache that
+    cannot be rebuilt — as one ``error:`` line, ``error.json`` where it can be written, and its own exit code."""
+    if isinstance(err, OSError):
+        detail, status, code = os_error_message(err), 500, EXIT_OS
+    elif isinstance(err, TrainingDiverged | CacheCorrupt):
+        detail, status = str(err), err.code
+        code = EXIT_DIVERGED if isinstance(err, TrainingDiverged) else EXIT_CACHE
+    else:
+        raise err
+    if run_dir is not None:
+        with contextlib.suppress(OSError):  # the run directory itself may be what failed: stderr still reports
+            write_error_file(run_dir, status, type(err).__name__, detail)
+    print(f"error: {detail}", file=sys.stderr)
+    sys.exit(code)
 
 
 def report_input_error(err: InputError, run_dir: Path | None) -> NoReturn:

@@ -1,9 +1,15 @@
 """Resumable checkpoints: DeepSpeed engine state (LoRA weights, optimizer, LR schedule) plus our client state
-(step, RNG, data position). Frozen base weights are never written."""
+(step, RNG, data position). Frozen base weights are never written.
+
+A checkpoint counts only once complete: DeepSpeed writes the tag folder, then rank 0 points ``latest`` at it with an
+atomic rename. A kill at any moment (inside a save too) leaves the previous ``latest`` intact, and a half-written
+tag folder is never loaded; old tags are removed only after the new one is in place.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,6 +17,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TAG_PREFIX = "step_"
+LATEST = "latest"
 
 
 def tag_for(step: int) -> str:
@@ -18,24 +25,39 @@ def tag_for(step: int) -> str:
 
 
 def latest_tag(directory: Path) -> str | None:
-    latest = directory / "latest"
-    if not latest.exists():
+    try:
+        tag = (directory / LATEST).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    tag = latest.read_text().strip()
-    return tag if (directory / tag).is_dir() else None
+    return tag if tag.startswith(TAG_PREFIX) and (directory / tag).is_dir() else None
+
+
+def _point_latest(directory: Path, tag: str) -> None:
+    tmp = directory / f".{LATEST}.tmp-{os.getpid()}"
+    with tmp.open("w") as f:
+        f.write(tag)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, directory / LATEST)
 
 
 def save(engine: Any, directory: Path, step: int, client_state: dict[str, Any], keep: int) -> None:
-    engine.save_checkpoint(str(directory), tag=tag_for(step), client_state=client_state,
-                           exclude_frozen_parameters=True)
-    old = sorted(p for p in directory.glob(f"{TAG_PREFIX}*") if p.is_dir())[:-keep] if keep > 0 else []
-    for path in old:
+    tag = tag_for(step)
+    engine.save_checkpoint(str(directory), tag=tag, client_state=client_state, save_latest=False,
+                           exclude_frozen_parameters=True)  # returns after every rank has written (barrier)
+    if engine.global_rank != 0:
+        return
+    _point_latest(directory, tag)
+    tags = sorted(p for p in directory.glob(f"{TAG_PREFIX}*") if p.is_dir() and p.name != tag)
+    old = tags[:-(keep - 1)] if keep > 1 else tags
+    for path in old if keep > 0 else []:
         shutil.rmtree(path, ignore_errors=True)
-    log.info("checkpoint saved: %s", directory / tag_for(step))
+    log.info("checkpoint saved: %s", directory / tag)
 
 
 def load(engine: Any, directory: Path) -> dict[str, Any] | None:
-    """Restore the newest checkpoint in ``directory``; returns its client state, or None when there is none."""
+    """Restore the newest complete checkpoint in ``directory``; returns its client state, or None when there is
+    none."""
     tag = latest_tag(directory)
     if tag is None:
         return None
