@@ -78,6 +78,8 @@ class OptimConfig:
     max_grad_norm: float = 1.0
     batch_size: int = 1  # per device
     gradient_accumulation_steps: int = 1
+    optimizer: str = "adamw"  # adamw (fp32 state) | adamw8bit (bitsandbytes block-wise 8-bit state)
+    min_8bit_size: int = 4096  # adamw8bit: tensors with fewer elements keep fp32 state
 
 
 @dataclass

@@ -43,6 +43,10 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "optim.schedule": ("linear", "cosine", "constant"),
     "model.name": ("tiny", "ltx23"),
     "model.dtype": ("float32", "bfloat16"),
+    "model.base_precision": ("fp32", "bf16", "int8", "fp8"),
+    "model.text_encoder_precision": ("fp32", "bf16", "int8", "fp8"),
+    "model.offload": ("none", "blocks"),
+    "optim.optimizer": ("adamw", "adamw8bit"),
 }
 POSITIVE = ("optim.learning_rate", "optim.batch_size", "optim.gradient_accumulation_steps",
             "train.checkpoint_interval", "data.samples_per_shard")
@@ -110,6 +114,36 @@ def _check_validation(cfg: Config) -> None:
         raise ConfigError(f"validation.{problems[0]}")
 
 
+_UNQUANTIZED_DTYPE = {"fp32": "float32", "bf16": "bfloat16"}
+
+
+def _check_memory_options(cfg: Config) -> None:
+    """Precision, offload and compile combinations (README "Memory and speed")."""
+    model = cfg.model
+    for key in ("base_precision", "text_encoder_precision"):
+        value = getattr(model, key)
+        if _UNQUANTIZED_DTYPE.get(value, model.dtype) != model.dtype:
+            raise ConfigError(f"model.{key}={value} contradicts model.dtype={model.dtype}: unquantized weights are "
+                              f"stored in model.dtype (set {key}={'bf16' if model.dtype == 'bfloat16' else 'fp32'}, "
+                              "or int8 / fp8)")
+    stage = int(cfg.deepspeed.get("zero_optimization", {}).get("stage", 0))
+    if model.offload == "blocks":
+        if stage == 3:
+            raise ConfigError("model.offload=blocks cannot be combined with deepspeed=zero3 (ZeRO-3 already "
+                              "partitions the base; use deepspeed=zero3_offload to offload its shards to the host)")
+        if model.compile:
+            raise ConfigError("model.compile=true cannot be combined with model.offload=blocks (the offload hooks "
+                              "swap weights inside each block's forward)")
+        if not model.gradient_checkpointing:
+            log.warning("model.offload=blocks without model.gradient_checkpointing=true keeps every block's weights "
+                        "on the GPU until backward: it saves no memory")
+    if stage == 3 and model.base_precision in ("int8", "fp8"):
+        raise ConfigError(f"model.base_precision={model.base_precision} cannot be combined with deepspeed=zero3 "
+                          "(ZeRO-3 partitions plain tensors only): use bf16 with zero3, or int8 / fp8 with zero2")
+    if cfg.optim.min_8bit_size < 0:
+        raise ConfigError(f"optim.min_8bit_size={cfg.optim.min_8bit_size} must be ≥ 0")
+
+
 def _snap(cfg: Config, key: str) -> None:
     section, name = key.split(".")
     value = _get(cfg, key)
@@ -162,6 +196,7 @@ def validate(cfg: DictConfig | Config) -> Config:
     _check_ranges(cfg)
     _check_mode(cfg)
     _check_validation(cfg)
+    _check_memory_options(cfg)
     _snap(cfg, "data.number_of_frames")
     _snap(cfg, "validation.number_of_frames")
     return cfg

@@ -1,6 +1,7 @@
 """DeepSpeed engine around the LoRA-wrapped transformer, with a torch optimizer and LR schedule.
 
-The optimizer is torch AdamW (DeepSpeed's fused/CPU Adam compiles a C++ op for a minute on first use). The
+The optimizer is torch AdamW or bitsandbytes' 8-bit AdamW (DeepSpeed's fused/CPU Adam compiles a C++ op for a
+minute on first use). The
 schedule is stepped by DeepSpeed once per optimizer step, never per micro-batch or per rank.
 """
 
@@ -64,15 +65,44 @@ def deepspeed_config(base: dict[str, Any], optim: OptimConfig) -> dict[str, Any]
     return config
 
 
+def build_optimizer(params: list[torch.nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
+    """``adamw``: torch AdamW, fp32 state (exact resume). ``adamw8bit``: bitsandbytes' block-wise 8-bit AdamW
+    (CUDA and CPU): state tensors of at least ``optim.min_8bit_size`` elements are stored in 8 bits, smaller ones
+    in fp32."""
+    kwargs = dict(lr=optim.learning_rate, betas=(optim.beta1, optim.beta2), eps=optim.eps,
+                  weight_decay=optim.weight_decay)
+    if optim.optimizer == "adamw":
+        return torch.optim.AdamW(params, **kwargs)
+    if optim.optimizer == "adamw8bit":
+        import bitsandbytes as bnb  # imported on use: it probes for CUDA kernels on import
+
+        return bnb.optim.AdamW8bit(params, min_8bit_size=optim.min_8bit_size, **kwargs)
+    raise ValueError(f"optim.optimizer={optim.optimizer!r}")
+
+
+def zero_stage(ds_base: dict[str, Any]) -> int:
+    return int(ds_base.get("zero_optimization", {}).get("stage", 0))
+
+
+def partitioned_init(ds_base: dict[str, Any], optim: OptimConfig):
+    """Under ZeRO-3, a ``deepspeed.zero.Init`` context: each rank keeps only its shard of every weight as the
+    model is built, so the full base is never materialised on one GPU. Otherwise None."""
+    if zero_stage(ds_base) != 3:
+        return None
+    import deepspeed
+
+    ensure_process_group_env()
+    return deepspeed.zero.Init(config_dict_or_path=deepspeed_config(ds_base, optim))
+
+
 def build_engine(model: nn.Module, optim: OptimConfig, ds_base: dict[str, Any]):
     """Return a ``deepspeed.DeepSpeedEngine`` training only the parameters that require grad."""
     import deepspeed  # heavy import, deferred so config tooling stays fast
 
     ensure_process_group_env()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=optim.learning_rate, betas=(optim.beta1, optim.beta2),
-                                  eps=optim.eps, weight_decay=optim.weight_decay)
+    optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=deepspeed_config(ds_base, optim), dist_init_required=True)
     return engine
+

@@ -17,11 +17,11 @@ from torch import nn
 from ltxlab.config.schema import Config
 from ltxlab.data.pipeline import LatentCache
 from ltxlab.errors import ConfigError
-from ltxlab.models.loader import load_transformer
+from ltxlab.models.loader import load_transformer, place_transformer
 from ltxlab.modes import ShiftedLogitNormal, build_mode
 from ltxlab.train import checkpoint
 from ltxlab.train.batches import ShardBatches
-from ltxlab.train.engine import build_engine
+from ltxlab.train.engine import build_engine, partitioned_init
 from ltxlab.train.heldout import HeldoutLoss, split_heldout
 from ltxlab.train.loop import run_loop
 from ltxlab.train.lora import attach_lora
@@ -60,10 +60,10 @@ def training_device() -> torch.device:
 def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool = True,
           stop_after_steps: int | None = None) -> TrainOutcome:
     device = training_device()
-    transformer = load_transformer(cfg.model).to(device)
-    if cfg.model.gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
+    # Built on the host (ZeRO-3: partitioned while built); moved after LoRA so offloaded weights never reach the GPU.
+    transformer = load_transformer(cfg.model, init_context=partitioned_init(cfg.deepspeed, cfg.optim))
     peft_config = attach_lora(transformer, cfg.lora, seed=cfg.train.seed)
+    transformer = place_transformer(transformer, cfg.model, device)
     engine = build_engine(transformer, cfg.optim, cfg.deepspeed)
     rank, world = engine.global_rank, engine.world_size
     t = cfg.train
