@@ -101,6 +101,8 @@ def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool 
 
     val_loss = None
     try:
+        if start_step == 0:  # the untrained baseline: every run's held-out curve starts from the same point
+            heldout.run(engine.module, 0)
         result = run_loop(engine, mode, batches, cfg, ckpt_dir, metrics, generator, start_step,
                           stop_after_steps=stop_after_steps, show_progress=show_progress and rank == 0,
                           extra_client_state={"fingerprint": fingerprint}, on_step_end=at_validation_interval)
