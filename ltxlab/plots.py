@@ -54,21 +54,23 @@ def write_compare_plot(curves: dict[str, pd.DataFrame], swept: pd.DataFrame, key
     panels = list(keys) or [None]
     fig = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    curves = {name: curve for name, curve in curves.items() if not curve.empty}
     for ax, key in zip(axes, panels, strict=True):
-        values = sorted(swept[key].dropna().unique(), key=_sort_key) if key else []
+        def value_of(name: str, key: str | None = key) -> object:
+            value = swept.at[name, key] if key and name in swept.index and key in swept else None
+            return None if pd.isna(value) else _plain(value)
+
+        values = sorted({value_of(n) for n in curves} - {None}, key=_sort_key)
         colours = {v: f"C{i % 10}" for i, v in enumerate(values)}
         shown: set[object] = set()
         for name, curve in curves.items():
-            if curve.empty:
+            value = value_of(name)
+            if value is None:  # a run without this key (or no swept keys at all): its own labelled curve
+                ax.plot(curve["step"], curve["val/loss"], "o--", color="grey" if key else None, label=name)
                 continue
-            if key is None:
-                ax.plot(curve["step"], curve["val/loss"], "o-", label=name)
-                continue
-            value = swept.at[name, key] if name in swept.index else None
             label = None if value in shown else f"{key}={value}"
             shown.add(value)
-            ax.plot(curve["step"], curve["val/loss"], "o-", color=colours.get(value, "grey"), alpha=0.8,
-                    label=label)
+            ax.plot(curve["step"], curve["val/loss"], "o-", color=colours[value], alpha=0.8, label=label)
         ax.set_title(f"held-out loss by {key}" if key else "held-out loss")
         ax.set_xlabel("step")
         ax.set_ylabel("val/loss")
@@ -76,6 +78,11 @@ def write_compare_plot(curves: dict[str, pd.DataFrame], swept: pd.DataFrame, key
         ax.legend(fontsize="small")
     fig.savefig(path, dpi=110)
     return path
+
+
+def _plain(value: object) -> object:
+    """8.0 → 8 (a column with gaps is float in pandas), other values unchanged."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _sort_key(value: object) -> tuple[int, float | str]:
