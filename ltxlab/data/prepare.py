@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -58,8 +59,20 @@ def _rel(ds: Dataset, path: Path) -> str:
     return path.name
 
 
-def _pmap(fn: Callable[[T], Any], clips: list[T], workers: int) -> list[Any]:
-    """fn over clips in a thread pool (PyAV/OpenCV release the GIL); MediaErrors are returned, not raised."""
+PROGRESS_EVERY_S = 10.0  # a progress line at most this often while probing (no silent minute on big datasets)
+
+
+def _pmap(fn: Callable[[T], Any], clips: list[T], workers: int, what: str = "probing") -> list[Any]:
+    """fn over clips in a thread pool (PyAV/OpenCV release the GIL); MediaErrors are returned, not raised.
+    Logs ``probing 120/800 file(s)`` lines while it runs."""
+    started = last = time.monotonic()
+
+    def progress(done: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= PROGRESS_EVERY_S or (done == len(clips) and now - started >= PROGRESS_EVERY_S):
+            last = now
+            log.info("%s %d/%d file(s), %.0f s", what, done, len(clips), now - started)
 
     def safe(c: T) -> Any:
         try:
@@ -67,10 +80,20 @@ def _pmap(fn: Callable[[T], Any], clips: list[T], workers: int) -> list[Any]:
         except MediaError as e:
             return e
 
+    if clips:
+        log.info("%s %d file(s)", what, len(clips))
     if workers <= 1 or len(clips) <= 1:
-        return [safe(c) for c in clips]
+        results = []
+        for c in clips:
+            results.append(safe(c))
+            progress(len(results))
+        return results
     with ThreadPoolExecutor(max_workers=workers) as ex:
-        return list(ex.map(safe, clips))
+        results = []
+        for result in ex.map(safe, clips):
+            results.append(result)
+            progress(len(results))
+        return results
 
 
 def _check_settings(s: PrepareSettings, ds: Dataset) -> tuple[PrepareSettings, list[str]]:
@@ -115,7 +138,7 @@ def plan(dataset: Dataset, settings: PrepareSettings) -> PreparePlan:
             return None
         return detect_scenes(clip.media, info.fps, s.limits, threshold=s.scene_threshold)
 
-    scene_lists = _pmap(scenes_of, usable, s.num_workers)
+    scene_lists = _pmap(scenes_of, usable, s.num_workers, what="scene detection on")
     items: list[PlanItem] = []
     taken = {clip.name for clip in clips}
     too_short: list[int] = []  # lengths of clips/scenes rejected by the clip-length rule
