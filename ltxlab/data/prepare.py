@@ -138,7 +138,7 @@ def plan(dataset: Dataset, settings: PrepareSettings) -> PreparePlan:
             return None
         return detect_scenes(clip.media, info.fps, s.limits, threshold=s.scene_threshold)
 
-    scene_lists = _pmap(scenes_of, usable, s.num_workers, what="scene detection on")
+    scene_lists = _pmap(scenes_of, usable, s.num_workers, what="checking for scenes in")
     items: list[PlanItem] = []
     taken = {clip.name for clip in clips}
     too_short: list[int] = []  # lengths of clips/scenes rejected by the clip-length rule
