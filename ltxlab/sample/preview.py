@@ -117,6 +117,7 @@ class PreviewRunner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         rendered, paths = [], []
         for i, clip in enumerate(self.clips):
+            log.info("validation preview %d/%d at step %d…", i + 1, len(self.clips), step)  # no silent minute
             path = self.out_dir / f"step_{step:06d}_{i}.mp4"
             rendered.append(self.runner.render(transformer, clip, path))
             paths.append(path)
