@@ -102,6 +102,6 @@ def _failed(job: JobIdentity, run_dir: Path, status: int, kind: str, detail: str
 def quiet_libraries(verbose: bool) -> None:
     """DeepSpeed's and W&B's INFO banners only with ``logger.library_logs=true``."""
     level = logging.INFO if verbose else logging.WARNING
-    for name in ("DeepSpeed", "wandb"):
+    for name in ("DeepSpeed", "wandb", "compilers"):  # compilers: the C compiler lines of DeepSpeed's op checks
         logging.getLogger(name).setLevel(level)
 
