@@ -56,6 +56,7 @@ class BlockOffloader:
         self.stream = torch.cuda.Stream(device) if self.cuda else None
         self.blocks = [self._take_out(block) for block in blocks]
         self._last: int | None = None
+        self._attached: set[int] = set()
         self._handles = []
         for index, block in enumerate(blocks):
             self._handles.append(block.register_forward_pre_hook(self._pre_hook(index)))
@@ -103,22 +104,35 @@ class BlockOffloader:
                     copy.record_stream(torch.cuda.current_stream(self.device))
             else:
                 copies = self._copies(state)
+            # A checkpoint recompute stops as soon as backward has what it needs, so the post-hook of the block
+            # recomputed last may not have run: take its copies out now (autograd keeps what it still needs).
+            for other in self._attached - {index}:
+                self._detach(other)
             for slot, copy in zip(state.slots, copies, strict=True):
                 table = slot.module._buffers if slot.is_buffer else slot.module._parameters
                 table[slot.name] = copy if slot.is_buffer else nn.Parameter(copy, requires_grad=False)
+            self._attached.add(index)
             backward = self._last is not None and index < self._last
             self._last = index
             self._prefetch(index - 1 if backward else index + 1)
 
         return hook
 
+    def _detach(self, index: int) -> None:
+        for slot in self.blocks[index].slots:
+            table = slot.module._buffers if slot.is_buffer else slot.module._parameters
+            table[slot.name] = None
+        self._attached.discard(index)
+
     def _post_hook(self, index: int):
         def hook(_module: nn.Module, _args, _output) -> None:
-            for slot in self.blocks[index].slots:
-                table = slot.module._buffers if slot.is_buffer else slot.module._parameters
-                table[slot.name] = None
+            self._detach(index)
 
         return hook
+
+    def attached_blocks(self) -> set[int]:
+        """Blocks whose device copies are currently in the model (at most one between steps)."""
+        return set(self._attached)
 
     def host_bytes(self) -> int:
         return sum(slot.host.numel() * slot.host.element_size() for b in self.blocks for slot in b.slots)
