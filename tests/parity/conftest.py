@@ -25,12 +25,20 @@ from ltx_core.types import AudioLatentShape, SpatioTemporalScaleFactors, VideoLa
 
 from ltxlab.models import ltx23, tiny
 from ltxlab.models.forward import set_cross_modulation
+from tests.parity.torchaudio_shim import install_torchaudio_shim
+
+install_torchaudio_shim()  # ltx-core's audio modules import torchaudio for the mel front-end only (never called here)
 
 
-def core_state_from(core: torch.nn.Module, ours: dict[str, torch.Tensor], convert) -> dict[str, torch.Tensor]:
-    """ltx-core's state dict filled from ltxlab's weights through ltxlab's converter; asserts full coverage."""
+def core_state_from(core: torch.nn.Module, ours: dict[str, torch.Tensor], convert,
+                    used=lambda key: True) -> dict[str, torch.Tensor]:
+    """ltx-core's state dict filled from ltxlab's weights through ltxlab's converter; asserts full coverage.
+    Keys ``used`` rejects (statistics diffusers does not keep) stay ltx-core's own."""
     mapped, missing, misshaped = {}, [], []
     for key, ref in core.state_dict().items():
+        if not used(key):
+            mapped[key] = ref
+            continue
         name = convert(key)
         if name not in ours:
             missing.append(f"{key} -> {name}")
