@@ -75,7 +75,12 @@ def _parse_value(text: str) -> Any:
 
 def _sweep_keys(command_line: list[str]) -> list[str]:
     keys = []
-    for override in OverridesParser.create().parse_overrides(command_line):
+    parser = OverridesParser.create()
+    for text in command_line:
+        try:
+            override = parser.parse_override(text)
+        except Exception:  # not an override (a launcher's own argument): nothing swept there
+            continue
         if override.is_sweep_override() and not override.key_or_group.startswith("hydra"):
             keys.append(override.key_or_group)
     return keys
