@@ -103,5 +103,8 @@ def quiet_libraries(verbose: bool) -> None:
     """DeepSpeed's and W&B's INFO banners only with ``logger.library_logs=true``."""
     level = logging.INFO if verbose else logging.WARNING
     for name in ("DeepSpeed", "wandb", "compilers"):  # compilers: the C compiler lines of DeepSpeed's op checks
-        logging.getLogger(name).setLevel(level)
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        for handler in logger.handlers:  # DeepSpeed's own stdout handler filters at WARNING too
+            handler.setLevel(level)
 
