@@ -1,0 +1,57 @@
+"""One rank of the ZeRO-3 test (``torchrun --nproc_per_node=2 tests/zero3_worker.py OUT_DIR``): build the tiny
+transformer under ``deepspeed.zero.Init`` (the trainer's path), attach LoRA, train a few steps, and write what this
+rank holds of the frozen base to ``OUT_DIR/rank<N>.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from ltxlab.config.schema import LoraConfig, OptimConfig
+from ltxlab.models.loader import load_transformer
+from ltxlab.models.spec import ModelConfig
+from ltxlab.train.engine import build_engine, partitioned_init
+from ltxlab.train.lora import attach_lora
+from ltxlab.train.step import compute_loss, predict
+from tests.test_export import random_inputs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main(out_dir: Path) -> None:
+    ds_base = yaml.safe_load((REPO / "conf" / "deepspeed" / "zero3.yaml").read_text())
+    # Every tiny weight is below DeepSpeed's persistence threshold (1e5 elements), which would keep it whole on
+    # every rank after the first forward; LTX-2.3's block weights (≥ 4096×2048) are far above it.
+    ds_base["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    optim = OptimConfig(learning_rate=1e-2, number_of_steps=100)
+    transformer = load_transformer(ModelConfig(), init_context=partitioned_init(ds_base, optim))
+    frozen = [p for p in transformer.parameters()]
+    full = sum(p.ds_numel for p in frozen)
+    local = sum(p.ds_tensor.numel() for p in frozen)
+    largest_local = max(p.ds_tensor.numel() for p in frozen)
+    largest_full = max(p.ds_numel for p in frozen)
+    attach_lora(transformer, LoraConfig(rank=4), seed=0)
+    engine = build_engine(transformer, optim, ds_base)
+    inputs, batch = random_inputs(engine.module)
+    losses = []
+    for _ in range(3):
+        loss = compute_loss(*predict(engine, inputs, batch), inputs).total
+        engine.backward(loss)
+        engine.step()
+        losses.append(loss.item())
+    # After training, still no rank holds the full base: every frozen weight is a shard between forwards.
+    resident = sum(p.data.numel() for p in engine.module.parameters() if not p.requires_grad)
+    result = {"rank": engine.global_rank, "world": engine.world_size, "full_numel": full, "local_numel": local,
+              "largest_full": largest_full, "largest_local": largest_local, "resident_after": resident,
+              "losses": losses, "finite": all(math.isfinite(x) for x in losses)}
+    (out_dir / f"rank{engine.global_rank}.json").write_text(json.dumps(result))
+    torch.distributed.barrier()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
