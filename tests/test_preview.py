@@ -118,6 +118,8 @@ def test_video_only_previews_have_a_silent_track(media, text_stack, tmp_path) ->
 def test_a2v_preview_plays_the_fitted_conditioning_audio(media, text_stack, tmp_path) -> None:
     run = runner(media, text_stack, tmp_path, "a2v", with_audio=True, n=1, **SMALL)
     assert run.runner.vocoder is None  # a2v never decodes audio
+    # encoded audio trimmed to ltx-core's length for the clip: round(9 / 24 · 25) = 9 (encoding gives 10)
+    assert run.clips[0].request.audio.shape[1] == 9
     transformer = loader.load_transformer(MODEL)
     seen = []  # what reaches the transformer: the frozen audio must be at timestep 0 and σ 0 on every call
     hook = transformer.register_forward_pre_hook(

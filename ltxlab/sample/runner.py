@@ -24,7 +24,13 @@ from torch import Tensor, nn
 
 from ltxlab.data.media_write import write_video
 from ltxlab.models import loader
-from ltxlab.models.codecs import decode_audio, decode_video, encode_audio, encode_video
+from ltxlab.models.codecs import (
+    audio_latent_frames_for_duration,
+    decode_audio,
+    decode_video,
+    encode_audio,
+    encode_video,
+)
 from ltxlab.models.spec import ModelConfig
 from ltxlab.models.text import PromptEmbeddings
 from ltxlab.sample.media_inputs import AUDIO_SAMPLE_RATE, load_conditioning_audio, load_start_image
@@ -120,7 +126,10 @@ class ClipRunner:
                 first = encode_video(self.video_vae, image_to_pixels(pixels)).cpu()
             if audio is not None:
                 wave = load_conditioning_audio(audio, self.num_frames / self.fps, work_dir, normalize, preserve_pitch)
+                # trimmed to ltx-core's length for the clip (encoding yields one more in most settings), as
+                # ltx-pipelines' a2v pipeline trims its encoded audio
                 latents = encode_audio(self.audio_vae, torch.from_numpy(wave)[None]).cpu()
+                latents = latents[:, : audio_latent_frames_for_duration(self.num_frames / self.fps)]
         request = SampleRequest(prompt=prompt, negative=negative, settings=self.settings, first_frame=first,
                                 audio=latents, generate_audio=self.audio_mode == "generate")
         return PreparedClip(request, wave)

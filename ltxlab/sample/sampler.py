@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ltxlab.models.codecs import SAMPLE_RATE, audio_latent_length, pack_video, unpack_video
+from ltxlab.models.codecs import audio_latent_frames_for_duration, pack_video, unpack_video
 from ltxlab.models.forward import call_transformer
 from ltxlab.models.text import PromptEmbeddings
 from ltxlab.sample.guidance import Guider, guiders_for, self_attention_perturbed
@@ -153,12 +153,12 @@ def _initial_state(request: SampleRequest, plan: _Plan, channels: int, audio_wid
                    generator: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """(video tokens, clean-token mask [N] bool, audio tokens), all float32 on ``device``.
 
-    Noise is drawn on a CPU generator (same numbers on every device); video noise first and always for every
-    token, so a seed gives the same video noise with or without a first frame or audio.
+    Noise is drawn on a CPU generator (same numbers on every device) in token layout, video first and for every
+    token, then audio — ltx-core's ``GaussianNoiser`` order, so a seed gives the reference pipeline's noise on
+    CPU, and the same video noise with or without a first frame or audio.
     """
     frames, height, width = plan.latent_shape
-    noise = torch.randn((1, channels, frames, height, width), generator=generator, dtype=torch.float32)
-    video = pack_video(noise).to(device)  # σ₀ = 1: pure noise
+    video = torch.randn((1, frames * height * width, channels), generator=generator).to(device)  # σ₀ = 1
     clean = torch.zeros(video.shape[1], dtype=torch.bool, device=device)
     if request.first_frame is not None:
         first = pack_video(request.first_frame.float()).to(device)
@@ -167,8 +167,8 @@ def _initial_state(request: SampleRequest, plan: _Plan, channels: int, audio_wid
     if plan.audio_mode == "condition":
         audio = request.audio.float().to(device)
     elif plan.audio_mode == "generate":
-        s = request.settings
-        length = audio_latent_length(round(s.number_of_frames / s.frame_rate * SAMPLE_RATE))
+        s = request.settings  # ltx-core's length rule (AudioLatentShape.from_duration)
+        length = audio_latent_frames_for_duration(s.number_of_frames / s.frame_rate)
         audio = torch.randn((1, length, audio_width), generator=generator, dtype=torch.float32).to(device)
     else:
         audio = torch.zeros((1, 1, audio_width), device=device)
