@@ -7,7 +7,6 @@ one-line error and nothing is trained. Encoding runs only on a cache miss.
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,13 +15,13 @@ import torch
 
 from ltxlab.config.resolution import bucket_size
 from ltxlab.config.schema import Config
-from ltxlab.data.cache import cached_or_build, fingerprint, link_into, source_identity
+from ltxlab.data.cache import build_once, cached_or_build, fingerprint, link_into, source_identity
 from ltxlab.data.debug import DebugArchiveWriter, write_debug_archive
 from ltxlab.data.encode import Encoder, encode_to_shards
 from ltxlab.data.ingest import ingest
 from ltxlab.data.prepare import iter_prepared, plan
 from ltxlab.data.prepared import PreparedClip, PreparePlan, PrepareSettings
-from ltxlab.data.sample import make_a2v_dataset, make_i2v_dataset
+from ltxlab.data.sample import sample_dataset
 from ltxlab.data.shards import ShardIndex, ShardWriter
 from ltxlab.data.sources import resolve_source
 from ltxlab.errors import DatasetError
@@ -31,7 +30,6 @@ from ltxlab.sample.preview import encode_preview_prompts, save_preview_prompts
 
 log = logging.getLogger(__name__)
 
-SAMPLE_DATA_VERSION = 1
 DEBUG_ARCHIVE = "debug_dataset.zip"
 
 
@@ -58,21 +56,6 @@ def prepare_settings(cfg: Config) -> PrepareSettings:
     )
 
 
-def sample_dataset(mode: str, cache_root: Path) -> Path:
-    """The generated demo dataset for ``mode``, made once per cache folder."""
-    target = cache_root / f"sample-data-v{SAMPLE_DATA_VERSION}-{mode}"
-    if target.is_dir():
-        return target
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if mode == "a2v":
-        make_a2v_dataset(tmp)
-    else:
-        make_i2v_dataset(tmp)
-    tmp.rename(target)
-    return target
-
-
 def encoder_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
@@ -80,8 +63,7 @@ def encoder_device() -> torch.device:
 def build_latents(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True) -> LatentCache:
     cache_root = (launch_dir / cfg.data.cache_dir).resolve()
     if cfg.data.source == "sample":
-        root = sample_dataset(cfg.mode.name, cache_root)
-        identity = {"sample": SAMPLE_DATA_VERSION, "mode": cfg.mode.name}
+        root, identity = sample_dataset(cfg.mode.name, cache_root)
     else:
         root = resolve_source(cfg.data.source, run_dir / "work")
         downloaded = run_dir / "work" / "download" / "dataset.zip"
@@ -129,11 +111,12 @@ def preview_prompts(cfg: Config, cache_root: Path, encoder: Encoder | None) -> P
         return None
     texts = [s.prompt for s in cfg.validation.samples] + [cfg.validation.negative_prompt]
     path = cache_root / f"prompts-{fingerprint({'model': asdict(cfg.model), 'prompts': texts})}.safetensors"
-    if not path.exists():
+
+    def encode(tmp: Path) -> None:
         text_stack = encoder.text if encoder is not None else load_text_stack(cfg.model).to(encoder_device())
-        tmp = path.with_name(path.name + ".tmp")
         save_preview_prompts(encode_preview_prompts(text_stack, cfg.validation), tmp)
-        tmp.rename(path)
+
+    build_once(path, encode, lambda _: None)
     return path
 
 

@@ -278,26 +278,32 @@ def existing_path(value: str | None, key: str, what: str) -> Path:
     return path
 
 
+def component_keys(name: str, keys: list[str], config: dict) -> dict[str, str]:
+    """diffusers key -> file key of the ``name`` weights among a (possibly combined) Lightricks file's keys.
+
+    Keys no diffusers weight reads (extra VAE statistics) are left out; nothing is read from disk.
+    """
+    part = _COMPONENTS[name]
+    if any(k.startswith(part.prefix) for k in keys):
+        chosen = {k: k[len(part.prefix) :] for k in keys if k.startswith(part.prefix)}
+    elif name == "vocoder":  # a split audio VAE file has no vocoder: never mistake its weights for one
+        chosen = {}
+    else:  # a split file: the whole file is this component
+        chosen = {k: k for k in keys if not k.startswith(("vocoder.", "vae.", "audio_vae."))}
+    if name == "connectors":  # some checkpoints keep the text projection outside the diffusion prefix
+        chosen.update({k: k for k in keys if k.startswith("text_embedding_projection.")})
+    return {part.convert(short, config): key for key, short in chosen.items() if part.keep(short)}
+
+
 def _read_component(path: Path, name: str, part: _Component, config: dict, dtype: torch.dtype) -> dict:
     """This component's tensors from a (possibly combined) Lightricks file, renamed to diffusers keys."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
-        keys = list(handle.keys())
-        if any(k.startswith(part.prefix) for k in keys):
-            chosen = {k: k[len(part.prefix) :] for k in keys if k.startswith(part.prefix)}
-        elif name == "vocoder":  # a split audio VAE file has no vocoder: never mistake its weights for one
-            chosen = {}
-        else:  # a split file: the whole file is this component
-            chosen = {k: k for k in keys if not k.startswith(("vocoder.", "vae.", "audio_vae."))}
-        if name == "connectors":  # some checkpoints keep the text projection outside the diffusion prefix
-            chosen.update({k: k for k in keys if k.startswith("text_embedding_projection.")})
         state = {}
-        for key, short in chosen.items():
-            if part.keep(short):  # filter before reading: a combined file holds ~46 GB
-                tensor = handle.get_tensor(key)
-                tensor = tensor.to(dtype) if tensor.is_floating_point() else tensor
-                state[part.convert(short, config)] = tensor
+        for target, key in component_keys(name, list(handle.keys()), config).items():
+            tensor = handle.get_tensor(key)  # only this component's keys: a combined file holds ~46 GB
+            state[target] = tensor.to(dtype) if tensor.is_floating_point() else tensor
     if not state:
         raise ModelPathError(
             f"model.{part.file_key}: {path} holds no {name} weights (no '{part.prefix}*' keys); use the "
