@@ -31,6 +31,17 @@ RANGES: dict[str, tuple[float, float]] = {
     "validation.number_of_frames": (9, 121),
     "validation.frame_rate": (8, 60),
     "validation.stg_scale": (0.0, 3.0),
+    # Optimizer values: beyond these a LoRA run only diverges (or, for beta = 1, divides by zero).
+    "optim.learning_rate": (0.0, 0.01),  # > 0 too (POSITIVE)
+    "optim.weight_decay": (0.0, 1.0),
+    "optim.beta1": (0.0, 0.9999),
+    "optim.beta2": (0.0, 0.9999),
+    "optim.eps": (1e-12, 1e-3),
+    "optim.max_grad_norm": (0.0, 1000.0),  # 0 = no clipping
+    "optim.min_lr_ratio": (0.0, 1.0),
+    "optim.batch_size": (1, 64),
+    "optim.gradient_accumulation_steps": (1, 1024),
+    "train.max_nonfinite_steps": (0, 1000),
 }
 CHOICES: dict[str, tuple[Any, ...]] = {
     "mode.name": ("i2v", "a2v"),

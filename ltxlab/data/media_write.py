@@ -55,14 +55,16 @@ def write_video(
     crf: int = 18,
     preset: str = "fast",
     threads: int = 0,
+    deterministic: bool = False,
 ) -> None:
     """Write an H.264 (yuv420p) + AAC mp4 with the index up front (``+faststart``), streaming the frames.
 
     ``frames``: an iterable of H×W×3 uint8 RGB frames or an ``[F, H, W, 3]`` array; odd sizes lose their last
     row/column. ``audio``: float ``[C, T]`` or ``[T]`` in [-1, 1] (C = 1 or 2) at ``sample_rate``; it is
     interleaved with the video as it is written, and written whole even if longer than the video.
-    ``threads=0`` lets x264 pick; ``threads=1`` gives byte-identical files run to run (multi-threaded x264
-    was seen to vary its output between identical runs).
+    ``threads=0`` lets x264 pick. ``deterministic=True`` gives byte-identical files run to run: one x264 thread
+    and no macroblock-tree rate control (with mbtree on, single-threaded x264 still varied its output between
+    identical runs of the same YUV frames, depending on the process — e.g. with torch loaded).
     """
     pcm = _as_audio(audio) if audio is not None else None
     rate = Fraction(fps)
@@ -98,8 +100,9 @@ def write_video(
                 shape = frame.shape
                 vs = out.add_stream("libx264", rate=rate)
                 vs.width, vs.height, vs.pix_fmt = shape[1], shape[0], "yuv420p"
-                vs.options = {"crf": str(crf), "preset": preset}
-                vs.codec_context.thread_count = threads
+                vs.options = {"crf": str(crf), "preset": preset} | ({"x264-params": "mbtree=0"} if deterministic
+                                                                      else {})
+                vs.codec_context.thread_count = 1 if deterministic else threads
             elif frame.shape != shape:
                 raise ValueError(f"frame {n - 1} has shape {frame.shape}, expected {shape}")
             out.mux(vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
