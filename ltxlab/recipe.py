@@ -12,10 +12,11 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from ltxlab import distributed
 from ltxlab.config.resolution import bucket_size
 from ltxlab.config.schema import Config
 from ltxlab.config.validate import validate
-from ltxlab.data.pipeline import build_latents
+from ltxlab.data.pipeline import build_latents_once
 from ltxlab.errors import InputError, report_input_error, write_error_file
 from ltxlab.export import RunOutputs, billable_units, save_lora, training_config_json, write_config_file
 from ltxlab.sweep import FAILED_OBJECTIVE, JobIdentity, RunInfo, job_identity
@@ -35,7 +36,7 @@ class RunResult:
 
 def run(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True) -> RunResult:
     run_dir.mkdir(parents=True, exist_ok=True)
-    latents = build_latents(cfg, run_dir, launch_dir, show_progress=show_progress)
+    latents = build_latents_once(cfg, run_dir, launch_dir, show_progress=show_progress)
     log.info("latents: %d samples in %s (%s)", latents.index.num_samples, latents.directory,
              "reused cache" if latents.reused else "built")
     outcome = train(cfg, latents, run_dir, show_progress=show_progress)
@@ -67,7 +68,9 @@ def run_from_hydra(dict_cfg: DictConfig) -> float | None:
     launch_dir = Path(hydra_cfg.runtime.cwd)
     job = job_identity(hydra_cfg)
     identity = job or JobIdentity(name=run_dir.name, group=None)
+    main = distributed.setup().is_main  # only rank 0 writes the run's records
     try:
+        distributed.enter_run_dir(run_dir)
         cfg = validate(dict_cfg)
         identity.apply(cfg)
         identity = JobIdentity(cfg.logger.run_name or identity.name, cfg.logger.group, identity.swept)
@@ -75,16 +78,20 @@ def run_from_hydra(dict_cfg: DictConfig) -> float | None:
         result = run(cfg, run_dir, launch_dir, show_progress=cfg.logger.progress_bar)
     except InputError as err:
         if job is None:
-            report_input_error(err, run_dir)  # the seeds' 422: one line, error.json, exit 2, nothing trained
+            # the seeds' 422: one line, error.json (rank 0), exit 2, nothing trained
+            report_input_error(err, run_dir if main else None)
         return _failed(job, run_dir, err.code, type(err).__name__, str(err))
     except Exception as err:
-        write_error_file(run_dir, 500, type(err).__name__, f"internal error: {err}")  # the seeds' 500
+        if main:
+            write_error_file(run_dir, 500, type(err).__name__, f"internal error: {err}")  # the seeds' 500
         if job is None:
             raise
         log.exception("job %s crashed", job.name)
         return _failed(job, run_dir, 500, type(err).__name__, str(err))
     status = "completed" if result.finished else "stopped"
-    RunInfo(identity.name, identity.group, identity.swept, status, result.val_loss, result.final_loss).write(run_dir)
+    if main:
+        RunInfo(identity.name, identity.group, identity.swept, status, result.val_loss,
+                result.final_loss).write(run_dir)
     if not result.finished:
         print("stopped before the last step; run the same command again to resume", file=sys.stderr)
         sys.exit(EXIT_RESUMABLE)
@@ -92,8 +99,9 @@ def run_from_hydra(dict_cfg: DictConfig) -> float | None:
 
 
 def _failed(job: JobIdentity, run_dir: Path, status: int, kind: str, detail: str) -> float:
-    write_error_file(run_dir, status, kind, detail)
-    RunInfo(job.name, job.group, job.swept, "failed", error=detail).write(run_dir)
+    if distributed.world().is_main:
+        write_error_file(run_dir, status, kind, detail)
+        RunInfo(job.name, job.group, job.swept, "failed", error=detail).write(run_dir)
     log.error("job %s failed (%d): %s; the sweep goes on", job.name, status, detail)
     print(f"error: job {job.name}: {detail}", file=sys.stderr)
     return FAILED_OBJECTIVE

@@ -13,6 +13,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from ltxlab.distributed import launch_time
 from ltxlab.models.spec import ModelConfig
 from ltxlab.sample.settings import SamplingSettings
 
@@ -123,6 +124,8 @@ class TrainConfig:
     sigma_shift_min: float = 0.95  # mu at 1024 tokens
     sigma_shift_max: float = 2.05  # mu at 4096 tokens
     sigma_uniform_fraction: float = 0.1
+    # Every N optimizer steps, check that all ranks hold bit-identical LoRA weights (0 = off; replicas.py).
+    replica_check_interval: int = 0
     # Held-out loss (ltxlab/train/heldout.py): a deterministic share of the cache is kept out of training and
     # scored at fixed σ levels with fixed noise at every validation interval and at the end (`val/loss`).
     heldout_fraction: float = 0.1  # 0 = no split: score training samples instead
@@ -165,3 +168,5 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="ltxlab_schema", node=Config)
     OmegaConf.register_new_resolver("ltxlab_asset", asset_path, replace=True)
     OmegaConf.register_new_resolver("ltxlab_asset_text", asset_text, replace=True)
+    # `${ltxlab_now:…}`: the launch time every rank agrees on (ltxlab/distributed.py), for the run directory.
+    OmegaConf.register_new_resolver("ltxlab_now", launch_time, use_cache=True, replace=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ltxlab import distributed
 from ltxlab.config.resolution import bucket_size
 from ltxlab.config.schema import Config
 from ltxlab.data.cache import build_once, cached_or_build, fingerprint, link_into, source_identity
@@ -58,6 +59,12 @@ def prepare_settings(cfg: Config) -> PrepareSettings:
 
 def encoder_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def build_latents_once(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True) -> LatentCache:
+    """The data stage once per run, however many ranks: rank 0 ingests, prepares and encodes (a bad dataset fails
+    there, and then on every rank, as the same error) while the others wait; every rank gets rank 0's result."""
+    return distributed.run_on_main(lambda: build_latents(cfg, run_dir, launch_dir, show_progress=show_progress))
 
 
 def build_latents(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True) -> LatentCache:

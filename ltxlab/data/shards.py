@@ -83,7 +83,9 @@ class ShardWriter:
 
 def read_shard(path: Path) -> Iterator[EncodedSample]:
     """Samples of one shard in stored order."""
-    dataset = wds.WebDataset(str(path), shardshuffle=False, empty_check=False)
+    # One whole shard, whatever the process: no node/worker splitting (WebDataset refuses WORLD_SIZE > 1 without).
+    dataset = wds.WebDataset(str(path), shardshuffle=False, empty_check=False, nodesplitter=None,
+                             workersplitter=None)
     for raw in dataset:
         yield EncodedSample(key=raw["__key__"], tensors=load_safetensors(raw["latents.safetensors"]),
                             meta=json.loads(raw["json"]))

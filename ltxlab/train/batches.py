@@ -1,20 +1,33 @@
-"""Deterministic, resumable batches from the latent shards.
+"""Deterministic, resumable batches from the latent shards, read in the background.
 
-Each epoch visits the shards in an order drawn from (seed, epoch) and shuffles samples within each shard the same
-way, so the sequence of batches is a pure function of the seed: a resumed run skips what it already consumed and
-sees exactly the batches an uninterrupted run would. Ranks take interleaved samples of the same sequence.
+The sample order of an epoch is a pure function of (seed, epoch): the shards in an order drawn from it, the
+samples within each shard shuffled the same way. Optimizer step ``s`` consumes the next ``A·W·B`` samples of that
+order (accumulation A, world W, batch B); micro-batch ``m`` of rank ``r`` is slot ``m·W + r`` of the step and
+takes the slot's ``B`` consecutive samples. So ranks read disjoint shares that together cover the epoch, a resumed
+run sees exactly the batches an uninterrupted one would, and any (W, A) with the same W·A trains on the same
+samples per step (1 rank × accumulation 2 = 2 ranks × 1). The remainder of an epoch that fills no step is
+skipped (a different remainder each epoch).
+
+Each rank reads only its own samples (random access into the tars, ``shard_reader.py``) on loader threads that
+stay a few micro-batches ahead, so reading never stalls the step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
-from ltxlab.data.shards import EncodedSample, ShardIndex, read_shard
+from ltxlab.data.shards import EncodedSample, ShardIndex
 from ltxlab.models.codecs import pack_video
 from ltxlab.modes.inputs import LatentBatch
+from ltxlab.train.shard_reader import ShardReader
+
+_TENSOR_FIELDS = ("video", "audio", "text_video", "text_audio", "text_mask")
 
 
 def collate(samples: list[EncodedSample], device: torch.device, fps: float) -> LatentBatch:
@@ -42,75 +55,118 @@ def collate(samples: list[EncodedSample], device: torch.device, fps: float) -> L
     )
 
 
+
+
+def _to_device(batch: LatentBatch, device: torch.device) -> LatentBatch:
+    if device.type == "cpu":
+        return batch
+    moved = {name: getattr(batch, name).to(device, non_blocking=True) for name in _TENSOR_FIELDS
+             if getattr(batch, name) is not None}
+    return dataclasses.replace(batch, **moved)
+
+
+def _pinned(batch: LatentBatch) -> LatentBatch:
+    """Page-locked host copies, so the copy to the GPU runs asynchronously."""
+    pinned = {name: getattr(batch, name).pin_memory() for name in _TENSOR_FIELDS if getattr(batch, name) is not None}
+    return dataclasses.replace(batch, **pinned)
+
+
 class ShardBatches:
     def __init__(self, directory: Path, index: ShardIndex, batch_size: int, seed: int, device: torch.device,
                  rank: int = 0, world_size: int = 1, memory_budget_bytes: int = 2 << 30,
-                 exclude: frozenset[str] = frozenset()) -> None:
+                 exclude: frozenset[str] = frozenset(), accumulation: int = 1, workers: int = 2) -> None:
         # `exclude`: sample keys kept out of training (the held-out split, ltxlab/train/heldout.py).
-        per_epoch = (index.num_samples - len(exclude)) // (batch_size * world_size)
-        if per_epoch == 0:
-            raise ValueError(f"{index.num_samples - len(exclude)} cached training samples cannot fill one batch "
-                             f"of {batch_size} on {world_size} rank(s)")
-        self.exclude = exclude
-        self.directory, self.index = directory, index
+        self.reader = ShardReader(directory, index)
+        self.index, self.exclude = index, exclude
         self.batch_size, self.seed, self.device = batch_size, seed, device
-        self.rank, self.world_size = rank, world_size
-        self.batches_per_epoch = per_epoch
-        self.epoch, self.consumed = 0, 0  # consumed = batches taken in the current epoch
-        self._iter: Iterator[LatentBatch] | None = None
-        # LoRA datasets are often a few dozen clips: keep decoded shards in memory when they fit the budget.
+        self.rank, self.world_size, self.accumulation = rank, world_size, accumulation
+        usable = sum(1 for loc in self.reader.locations if loc.key not in exclude)
+        self.samples_per_step = batch_size * world_size * accumulation
+        self.steps_per_epoch = usable // self.samples_per_step
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{usable} cached training samples cannot fill one optimizer step of "
+                             f"{self.samples_per_step} (batch {batch_size} × {world_size} rank(s) × "
+                             f"accumulation {accumulation})")
+        self.batches_per_epoch = self.steps_per_epoch * accumulation  # micro-batches per rank
+        self.epoch, self.consumed = 0, 0  # consumed = micro-batches taken in the current epoch
+        self.wait_seconds = 0.0  # time __next__ spent waiting for the loader (the loader benchmark reads it)
+        # LoRA datasets are often a few dozen clips: keep decoded samples in memory when the cache fits the budget.
         size = sum((directory / name).stat().st_size for name in index.shards)
-        self._memory: dict[int, list[EncodedSample]] | None = {} if size <= memory_budget_bytes else None
+        self._memory: dict[int, EncodedSample] | None = {} if size <= memory_budget_bytes else None
+        self._orders: dict[int, list[int]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ltxlab-loader")
+        self._depth = 2 * accumulation + max(1, workers)  # micro-batches in flight: the next step and then some
+        self._pending: deque[Future[LatentBatch]] = deque()
+        self._cursor = (0, 0)  # (epoch, micro-batch) of the next one to schedule
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "consumed": self.consumed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.epoch, self.consumed = state["epoch"], state["consumed"]
-        self._iter = None
+        self._drop_pending()
 
-    def _epoch_samples(self, epoch: int) -> Iterator[EncodedSample]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        for shard_id in torch.randperm(len(self.index.shards), generator=generator).tolist():
-            samples = self._shard(shard_id)
-            for i in torch.randperm(len(samples), generator=generator).tolist():
-                if samples[i].key not in self.exclude:
-                    yield samples[i]
+    def epoch_order(self, epoch: int) -> list[int]:
+        """Sample positions (``ShardReader`` order) of one epoch, held-out samples left out."""
+        if epoch not in self._orders:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            starts, order = self.reader.shard_starts, []
+            for shard in torch.randperm(len(self.index.shards), generator=generator).tolist():
+                for i in torch.randperm(self.index.counts[shard], generator=generator).tolist():
+                    if self.reader.locations[starts[shard] + i].key not in self.exclude:
+                        order.append(starts[shard] + i)
+            self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+            self._orders[epoch] = order
+        return self._orders[epoch]
 
-    def _shard(self, shard_id: int) -> list[EncodedSample]:
-        if self._memory is not None and shard_id in self._memory:
-            return self._memory[shard_id]
-        samples = list(read_shard(self.directory / self.index.shards[shard_id]))
+    def positions(self, epoch: int, micro: int) -> list[int]:
+        """The samples of this rank's micro-batch ``micro`` of ``epoch``: slot ``m·W + r`` of its step."""
+        step, m = divmod(micro, self.accumulation)
+        start = step * self.samples_per_step + (m * self.world_size + self.rank) * self.batch_size
+        return self.epoch_order(epoch)[start:start + self.batch_size]
+
+    def _sample(self, position: int) -> EncodedSample:
+        if self._memory is not None and position in self._memory:
+            return self._memory[position]
+        sample = self.reader.read(position)
         if self._memory is not None:
-            self._memory[shard_id] = samples
-        return samples
+            self._memory[position] = sample
+        return sample
 
-    def _epoch_batches(self, epoch: int, skip: int) -> Iterator[LatentBatch]:
-        group = self.batch_size * self.world_size
-        pending: list[EncodedSample] = []
-        taken = 0
-        for sample in self._epoch_samples(epoch):
-            pending.append(sample)
-            if len(pending) < group:
-                continue
-            mine, pending = pending[self.rank::self.world_size], []
-            taken += 1
-            if taken > skip:
-                yield collate(mine, self.device, self.index.fps)
-            if taken == self.batches_per_epoch:
-                return
+    def _load(self, positions: list[int]) -> LatentBatch:
+        batch = collate([self._sample(p) for p in positions], torch.device("cpu"), self.index.fps)
+        return _pinned(batch) if self.device.type == "cuda" else batch
+
+    def _schedule(self) -> None:
+        while len(self._pending) < self._depth:
+            epoch, micro = self._cursor
+            self._pending.append(self._pool.submit(self._load, self.positions(epoch, micro)))
+            self._cursor = (epoch, micro + 1) if micro + 1 < self.batches_per_epoch else (epoch + 1, 0)
+
+    def _drop_pending(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._cursor = (self.epoch, self.consumed)
 
     def __iter__(self) -> ShardBatches:
         return self
 
     def __next__(self) -> LatentBatch:
-        while True:
-            if self._iter is None:
-                self._iter = self._epoch_batches(self.epoch, self.consumed)
-            try:
-                batch = next(self._iter)
-            except StopIteration:
-                self.epoch, self.consumed, self._iter = self.epoch + 1, 0, None
-                continue
-            self.consumed += 1
-            return batch
+        if self.consumed >= self.batches_per_epoch:  # a restored position at an epoch's end
+            self.epoch, self.consumed = self.epoch + 1, 0
+            self._drop_pending()
+        self._schedule()
+        started = time.perf_counter()
+        batch = self._pending.popleft().result()
+        self.wait_seconds += time.perf_counter() - started
+        self._schedule()
+        self.consumed += 1
+        if self.consumed == self.batches_per_epoch:
+            self.epoch, self.consumed = self.epoch + 1, 0
+        return _to_device(batch, self.device)
+
+    def close(self) -> None:
+        self._drop_pending()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.reader.close()

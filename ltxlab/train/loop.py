@@ -14,12 +14,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ltxlab import distributed
 from ltxlab.config.schema import Config
 from ltxlab.modes import Mode
 from ltxlab.train import checkpoint
 from ltxlab.train.batches import ShardBatches
 from ltxlab.train.metrics import MetricsLogger, SigmaBuckets
 from ltxlab.train.step import autocast_for, compute_loss, predict
+from ltxlab.train.streams import SlotStreams
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ class _StopFlag:
 
 
 def run_loop(engine: Any, mode: Mode, batches: ShardBatches, cfg: Config, ckpt_dir: Path, metrics: MetricsLogger,
-             generator: torch.Generator, start_step: int, stop_after_steps: int | None = None,
+             streams: SlotStreams, start_step: int, stop_after_steps: int | None = None,
              on_step_end: Callable[[int], None] | None = None, show_progress: bool = True,
              extra_client_state: dict[str, Any] | None = None) -> LoopResult:
     total = cfg.optim.number_of_steps
@@ -65,7 +67,7 @@ def run_loop(engine: Any, mode: Mode, batches: ShardBatches, cfg: Config, ckpt_d
     samples_per_step = cfg.optim.batch_size * accum * engine.world_size
 
     def client_state(step: int) -> dict[str, Any]:
-        return {"step": step, "generator": generator.get_state(), "batches": batches.state_dict(),
+        return {"step": step, "generator": streams.state_dict(), "batches": batches.state_dict(),
                 **(extra_client_state or {})}
 
     bar = tqdm(total=total, initial=start_step, desc="train", unit="step", disable=not show_progress,
@@ -76,9 +78,9 @@ def run_loop(engine: Any, mode: Mode, batches: ShardBatches, cfg: Config, ckpt_d
             started = time.perf_counter()
             lr = engine.get_lr()[0]  # the rate this step uses (the scheduler advances inside engine.step)
             video_losses, audio_losses = [], []
-            for _ in range(accum):
+            for micro in range(accum):
                 batch = next(batches)
-                inputs = mode.prepare(batch, generator)
+                inputs = mode.prepare(batch, streams[micro])
                 with autocast_for(device, cfg.model.dtype):
                     video_pred, audio_pred = predict(engine, inputs, batch)
                 parts = compute_loss(video_pred, audio_pred, inputs, cfg.audio.video_loss_weight,
@@ -110,7 +112,9 @@ def run_loop(engine: Any, mode: Mode, batches: ShardBatches, cfg: Config, ckpt_d
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
 
-            stopping = stop.requested or (stop_after_steps is not None and step - start_step >= stop_after_steps)
+            # Every rank stops at the same step, even when a signal reached them a step apart.
+            stopping = distributed.any_rank(stop.requested) or (
+                stop_after_steps is not None and step - start_step >= stop_after_steps)
             if at_log_point or stopping:
                 metrics.flush()
             if step % cfg.train.checkpoint_interval == 0 or step == total or stopping:

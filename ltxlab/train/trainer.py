@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from peft import LoraConfig as PeftLoraConfig
 from torch import nn
 
+from ltxlab import distributed
 from ltxlab.config.schema import Config
 from ltxlab.data.pipeline import LatentCache
 from ltxlab.errors import ConfigError
@@ -27,6 +28,8 @@ from ltxlab.train.loop import run_loop
 from ltxlab.train.lora import attach_lora
 from ltxlab.train.metrics import MetricsLogger
 from ltxlab.train.previews import Previews
+from ltxlab.train.replicas import ReplicaCheck
+from ltxlab.train.streams import SlotStreams
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ def run_fingerprint(cfg: Config, data_key: str) -> str:
 
 
 def training_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return distributed.device()  # GPU LOCAL_RANK, bound before anything touched CUDA
 
 
 def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool = True,
@@ -70,9 +73,10 @@ def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool 
     heldout_split = split_heldout(latents.directory, latents.index, t.heldout_fraction, t.heldout_max_samples,
                                   t.heldout_min_dataset)
     batches = ShardBatches(latents.directory, latents.index, cfg.optim.batch_size, cfg.train.seed, engine.device,
-                           rank=rank, world_size=world, exclude=heldout_split.excluded)
-    # Per-rank streams: ranks must not draw the same σ, noise and first-frame decisions.
-    generator = torch.Generator().manual_seed(cfg.train.seed * 1000 + rank)
+                           rank=rank, world_size=world, exclude=heldout_split.excluded,
+                           accumulation=cfg.optim.gradient_accumulation_steps, workers=cfg.data.num_workers)
+    # Per-rank (per-slot) streams: ranks must not draw the same σ, noise and first-frame decisions.
+    streams = SlotStreams(cfg.train.seed, rank, world, cfg.optim.gradient_accumulation_steps)
     sigmas = ShiftedLogitNormal(cfg.train.sigma_shift_min, cfg.train.sigma_shift_max,
                                 cfg.train.sigma_uniform_fraction)
     mode = build_mode(cfg.mode.name, cfg.mode.first_frame_conditioning_p, sigmas,
@@ -87,7 +91,7 @@ def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool 
             raise ConfigError(f"{ckpt_dir} holds a checkpoint of a different configuration; use a new run "
                               "directory or set train.resume=false")
         start_step = state["step"]
-        generator.set_state(state["generator"])
+        streams.load_state_dict(state["generator"])
         batches.load_state_dict(state["batches"])
 
     metrics = MetricsLogger(cfg.logger, run_dir, config_dict(cfg), enabled=rank == 0)
@@ -95,15 +99,18 @@ def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool 
     heldout = HeldoutLoss.create(cfg, heldout_split, latents.directory, latents.index, engine.device, metrics,
                                  audio_width=transformer.config.audio_in_channels)
 
+    replicas = ReplicaCheck(cfg.train.replica_check_interval, run_dir)
+
     def at_validation_interval(step: int) -> None:
         heldout.maybe_run(engine.module, step)
         previews.maybe_run(engine.module, step)
+        replicas.maybe_check(engine.module, step)
 
     val_loss = None
     try:
         if start_step == 0:  # the untrained baseline: every run's held-out curve starts from the same point
             heldout.run(engine.module, 0)
-        result = run_loop(engine, mode, batches, cfg, ckpt_dir, metrics, generator, start_step,
+        result = run_loop(engine, mode, batches, cfg, ckpt_dir, metrics, streams, start_step,
                           stop_after_steps=stop_after_steps, show_progress=show_progress and rank == 0,
                           extra_client_state={"fingerprint": fingerprint}, on_step_end=at_validation_interval)
         if result.finished:
@@ -111,6 +118,7 @@ def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool 
         reel = previews.final(engine.module, result.step) if result.finished else None
     finally:
         metrics.finish()
+        batches.close()
     final = result.losses[-1] if result.losses else None
     return TrainOutcome(transformer=engine.module, peft_config=peft_config, finished=result.finished,
                         final_loss=final, is_main_process=rank == 0, reel=reel, val_loss=val_loss)
