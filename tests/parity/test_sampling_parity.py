@@ -193,3 +193,20 @@ def test_settings_defaults_are_the_reference_ones() -> None:
     v, a = guiders_for(s, "condition")
     assert a == NEUTRAL and (v.cfg, v.stg, v.modality) == (3.0, 1.0, 3.0)  # ltx-trainer a2v_lora.yaml
     assert replace(s, image_crf=0).image_crf == 0 and s.image_crf == 33
+
+
+def test_start_image_reencode_is_ltx_pipelines_preprocess() -> None:
+    """ltx-pipelines re-encodes a conditioning image as one H.264 frame at CRF 33: the same pixels come back."""
+    import numpy as np
+    from ltx_pipelines.utils.constants import DEFAULT_IMAGE_CRF
+    from ltx_pipelines.utils.media_io import preprocess
+
+    from ltxlab.sample.media_inputs import reencode_h264
+
+    assert SamplingSettings().image_crf == DEFAULT_IMAGE_CRF
+    y, x = np.mgrid[0:81, 0:101]
+    image = np.stack([(x * 2.5) % 256, (y * 3.1) % 256, (x + y) % 256], axis=-1).astype(np.uint8)  # odd size
+    image[20:40, 30:60] = np.random.default_rng(0).integers(0, 256, (20, 30, 3))
+    ours = reencode_h264(image, DEFAULT_IMAGE_CRF)
+    assert np.array_equal(ours, preprocess(image, DEFAULT_IMAGE_CRF))
+    assert ours.shape == (80, 100, 3) and not np.array_equal(ours, image[:80, :100])
