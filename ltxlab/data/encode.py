@@ -42,8 +42,11 @@ def pixels_from_frames(frames: np.ndarray) -> torch.Tensor:
 
 
 def prompt_tensors(embeddings: PromptEmbeddings, index: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    # Stored at the cache dtype (bf16 for LTX-2.3, as the reference stores its embeddings); the mask is all ones
+    # after the connectors' registers, exact in bf16. All max_sequence_length positions are kept: the
+    # connectors' registers fill the padding, so the transformer sees every position.
     return {"text_video": embeddings.video[index].to(dtype), "text_audio": embeddings.audio[index].to(dtype),
-            "text_mask": embeddings.mask[index].float()}
+            "text_mask": embeddings.mask[index].to(dtype)}
 
 
 class Encoder:
@@ -65,7 +68,7 @@ class Encoder:
             waveform = torch.as_tensor(clip.audio).float().unsqueeze(0).to(self.device)
             tensors["audio"] = encode_audio(self.audio_vae, waveform)[0]
         tensors.update(prompt_tensors(self.prompts([clip.caption]), 0, self.dtype))
-        return {k: v.to(self.dtype) if k != "text_mask" else v for k, v in tensors.items()}
+        return {k: v.to(self.dtype) for k, v in tensors.items()}
 
     @torch.no_grad()
     def prompts(self, prompts: list[str]) -> PromptEmbeddings:
@@ -80,7 +83,10 @@ def encode_to_shards(clips: Iterable[PreparedClip], encoder: Encoder, writer: Sh
                                          disable=not show_progress)):
         tensors = encoder.encode_clip(clip)
         video_shape = list(tensors["video"].shape)
-        audio_shape = list(tensors["audio"].shape) if "audio" in tensors else None
+        if "audio" in tensors:
+            # Clips keep their own duration (frame rate), so audio lengths may differ: then no single shape.
+            shape = list(tensors["audio"].shape)
+            audio_shape = shape if position == 0 or audio_shape == shape else None
         meta = {"name": clip.name, "caption": clip.caption, "source": clip.source, "fps": clip.fps,
                 "num_frames": int(clip.frames.shape[0])}
         writer.write(EncodedSample(key=sample_key(position, clip.name), tensors=tensors, meta=meta))

@@ -39,7 +39,7 @@ class ShardIndex:
     with_audio: bool
     is_image: bool
     video_latent_shape: list[int]  # [C, F, H, W]
-    audio_latent_shape: list[int] | None  # [L, D]
+    audio_latent_shape: list[int] | None  # [L, D]; None when audio is off or clip durations differ
     fps: float
     extra: dict[str, Any] = field(default_factory=dict)
 
