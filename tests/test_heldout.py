@@ -3,7 +3,10 @@ folders per job within one process."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -13,6 +16,7 @@ from ltxlab.data.shards import EncodedSample, ShardIndex, ShardWriter, sample_ke
 from ltxlab.train.batches import ShardBatches
 from ltxlab.train.heldout import split_heldout
 from ltxlab.train.metrics import MetricsLogger
+from tests.cli_runs import REPO, losses
 
 
 def _cache(directory: Path, count: int) -> ShardIndex:
@@ -65,3 +69,24 @@ def test_wandb_folders_do_not_leak_between_jobs_of_one_process(tmp_path: Path, m
         assert "WANDB_DATA_DIR" not in os.environ  # restored: the next job sets its own
         assert len(list((run_dir / "wandb").glob("offline-run-*"))) == 1
     assert seen == [str(tmp_path / "0" / "wandb" / "data"), str(tmp_path / "1" / "wandb" / "data")]
+
+
+def test_heldout_scoring_never_changes_the_training_losses(demo_run: Path, cache_dir: Path, tmp_path: Path) -> None:
+    """The demo with held-out scoring replaced by a no-op trains exactly the demo's loss sequence (which scored
+    at steps 0, 50 and 100): scoring has its own RNG and leaves the model as it found it."""
+    run_dir = tmp_path / "no-heldout"
+    script = (
+        "import runpy, sys\n"
+        "from ltxlab.train import heldout\n"
+        "heldout.HeldoutLoss.run = lambda self, transformer, step: float('nan')\n"
+        f"sys.argv = ['ltxlab', 'logger=none', 'logger.progress_bar=false', 'hydra.run.dir={run_dir}',\n"
+        f"            'data.cache_dir={cache_dir}', 'validation=none']\n"
+        "runpy.run_module('ltxlab', run_name='__main__')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO), WANDB_MODE="offline")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (run_dir / "heldout.jsonl").exists()
+    assert [json.loads(line)["step"] for line in (demo_run / "heldout.jsonl").read_text().splitlines()] == [0, 50, 100]
+    assert losses(run_dir) == losses(demo_run)
