@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 RUN_INFO = "run_info.json"
 SWEEP_RECORD = "sweep.jsonl"  # one line per finished job, in the sweep directory
 FAILED_OBJECTIVE = math.inf  # what a failed job returns: the worst loss, so grid and Optuna sweeps go on
-# Short names for W&B run names and tags (`rank=16,lr=4e-4`); other keys use their last component.
+# Short names for run names, tags and swept-value columns (`rank=16,lr=0.0004`); other keys keep their full path.
 SHORT_NAMES = {"lora.rank": "rank", "optim.learning_rate": "lr", "mode.first_frame_conditioning_p": "p",
                "optim.number_of_steps": "steps"}
 
@@ -39,11 +39,11 @@ SHORT_NAMES = {"lora.rank": "rank", "optim.learning_rate": "lr", "mode.first_fra
 class JobIdentity:
     name: str
     group: str | None
-    swept: dict[str, Any] = field(default_factory=dict)  # full key → value
+    swept: dict[str, Any] = field(default_factory=dict)  # short name → value
 
     @property
     def tags(self) -> list[str]:
-        return [f"{short_name(k)}={format_value(v)}" for k, v in self.swept.items()]
+        return [f"{k}={format_value(v)}" for k, v in self.swept.items()]
 
     def apply(self, cfg: Config) -> None:
         """Fill the logger's name/group/tags the user left unset (a value the user gave is kept)."""
@@ -51,11 +51,11 @@ class JobIdentity:
         logger.run_name = logger.run_name or self.name
         logger.group = logger.group or self.group
         logger.tags = list(logger.tags) or self.tags
-        logger.swept = dict(logger.swept) or {short_name(k): v for k, v in self.swept.items()}
+        logger.swept = dict(logger.swept) or dict(self.swept)
 
 
 def short_name(key: str) -> str:
-    return SHORT_NAMES.get(key, key.rpartition(".")[2])
+    return SHORT_NAMES.get(key, key)
 
 
 def format_value(value: Any) -> str:
@@ -105,8 +105,8 @@ def job_identity(hydra_cfg: DictConfig) -> JobIdentity | None:
         key = key.lstrip("+~")
         if key in keys:
             values[key] = _parse_value(value)
-    swept = {k: values[k] for k in keys if k in values}
-    name = ",".join(f"{short_name(k)}={format_value(v)}" for k, v in swept.items()) or f"job{hydra_cfg.job.num}"
+    swept = {short_name(k): values[k] for k in keys if k in values}
+    name = ",".join(f"{k}={format_value(v)}" for k, v in swept.items()) or f"job{hydra_cfg.job.num}"
     sweep_dir = Path(hydra_cfg.sweep.dir)
     group = f"{hydra_cfg.job.config_name}-{'_'.join(sweep_dir.parts[-2:])}"
     return JobIdentity(name=name, group=group, swept=swept)
