@@ -8,6 +8,7 @@ tag folder is never loaded; old tags are removed only after the new one is in pl
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -43,8 +44,15 @@ def _point_latest(directory: Path, tag: str) -> None:
 
 def save(engine: Any, directory: Path, step: int, client_state: dict[str, Any], keep: int) -> None:
     tag = tag_for(step)
-    engine.save_checkpoint(str(directory), tag=tag, client_state=client_state, save_latest=False,
-                           exclude_frozen_parameters=True)  # returns after every rank has written (barrier)
+    try:
+        engine.save_checkpoint(str(directory), tag=tag, client_state=client_state, save_latest=False,
+                               exclude_frozen_parameters=True)  # returns after every rank has written (barrier)
+    except RuntimeError as err:
+        if not any(marker in str(err) for marker in ("PytorchStreamWriter", "inline_container")):
+            raise
+        # torch's zip writer reports a failed write (a full disk, a quota) as a RuntimeError: it is an OS error.
+        raise OSError(errno.EIO, f"checkpoint write failed ({_free_space(directory)} free)",
+                      str(directory / tag)) from err
     if engine.global_rank != 0:
         return
     _point_latest(directory, tag)
@@ -53,6 +61,13 @@ def save(engine: Any, directory: Path, step: int, client_state: dict[str, Any], 
     for path in old if keep > 0 else []:
         shutil.rmtree(path, ignore_errors=True)
     log.info("checkpoint saved: %s", directory / tag)
+
+
+def _free_space(directory: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(directory).free / 1e6:.1f} MB"
+    except OSError:
+        return "unknown space"
 
 
 def load(engine: Any, directory: Path) -> dict[str, Any] | None:

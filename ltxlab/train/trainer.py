@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,7 @@ from ltxlab.data.pipeline import LatentCache
 from ltxlab.errors import ConfigError
 from ltxlab.models.loader import load_transformer, place_transformer
 from ltxlab.modes import ShiftedLogitNormal, build_mode
-from ltxlab.train import checkpoint
+from ltxlab.train import checkpoint, resume
 from ltxlab.train.batches import ShardBatches
 from ltxlab.train.engine import build_engine, partitioned_init
 from ltxlab.train.heldout import HeldoutLoss, split_heldout
@@ -47,13 +45,6 @@ class TrainOutcome:
 
 def config_dict(cfg: Config) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
-
-
-def run_fingerprint(cfg: Config, data_key: str) -> str:
-    """What a checkpoint must agree on to be resumed: everything that shapes the trajectory."""
-    relevant = {k: v for k, v in config_dict(cfg).items() if k not in ("logger", "validation")}
-    relevant["data_key"] = data_key
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def training_device() -> torch.device:
@@ -83,8 +74,11 @@ def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool 
                       audio_width=transformer.config.audio_in_channels)
 
     ckpt_dir = run_dir / "checkpoints"
-    fingerprint = run_fingerprint(cfg, latents.key)
+    settings = resume.trajectory_settings(cfg, latents.key)
+    fingerprint = resume.fingerprint(settings)
     start_step = 0
+    if cfg.train.resume:
+        resume.check_compatible(ckpt_dir, settings, world)  # names the keys that differ, before loading
     state = checkpoint.load(engine, ckpt_dir) if cfg.train.resume else None
     if state is not None:
         if state.get("fingerprint") != fingerprint:
@@ -94,6 +88,9 @@ def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool 
         streams.load_state_dict(state["generator"])
         batches.load_state_dict(state["batches"])
 
+    if rank == 0:
+        resume.truncate_step_records(run_dir, start_step)  # steps after the checkpoint are logged again
+        resume.write_record(ckpt_dir, settings, world)
     metrics = MetricsLogger(cfg.logger, run_dir, config_dict(cfg), enabled=rank == 0)
     previews = Previews.create(cfg, latents, run_dir, engine.device, metrics, enabled=rank == 0)
     heldout = HeldoutLoss.create(cfg, heldout_split, latents.directory, latents.index, engine.device, metrics,
@@ -112,7 +109,9 @@ def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool 
             heldout.run(engine.module, 0)
         result = run_loop(engine, mode, batches, cfg, ckpt_dir, metrics, streams, start_step,
                           stop_after_steps=stop_after_steps, show_progress=show_progress and rank == 0,
-                          extra_client_state={"fingerprint": fingerprint}, on_step_end=at_validation_interval)
+                          extra_client_state={"fingerprint": fingerprint},
+                          nonfinite_skips=state.get("nonfinite_skips", 0) if state else 0,
+                          on_step_end=at_validation_interval)
         if result.finished:
             val_loss = heldout.final(engine.module, result.step)
         reel = previews.final(engine.module, result.step) if result.finished else None

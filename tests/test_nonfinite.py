@@ -1,0 +1,45 @@
+"""The non-finite guard on the real trainer (tiny model, real DeepSpeed engine, real latent cache).
+
+An absurd learning rate (the CLI refuses it; set here on the typed config) blows the LoRA up after one step: every
+later step is non-finite. Under ZeRO-0 and ZeRO-2 alike the bad steps are skipped without touching the weights or
+advancing the LR schedule, counted, and training aborts cleanly with ``TrainingDiverged``; no checkpoint holds NaN.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ltxlab.config.validate import validate
+from ltxlab.data.pipeline import build_latents
+from ltxlab.errors import TrainingDiverged
+from ltxlab.train.checkpoint import latest_tag
+from ltxlab.train.trainer import train
+
+
+@pytest.mark.parametrize("zero", ["zero0", "zero2"])
+def test_nonfinite_steps_are_skipped_counted_then_abort(compose_cfg, cache_dir: Path, tmp_path: Path,
+                                                       zero: str) -> None:
+    cfg = validate(compose_cfg(f"deepspeed={zero}", "validation=none", "logger=none", "logger.progress_bar=false",
+                               f"data.cache_dir={cache_dir}", "train.checkpoint_interval=1",
+                               "train.max_nonfinite_steps=3", "optim.warmup_steps=10"))
+    cfg.optim.learning_rate = 1e6  # past validation on purpose: the guard is the last line of defence
+    run_dir = tmp_path / "run"
+    latents = build_latents(cfg, run_dir, Path.cwd(), show_progress=False)
+    with pytest.raises(TrainingDiverged, match=r"4 optimizer steps had non-finite .*max_nonfinite_steps=3"):
+        train(cfg, latents, run_dir, show_progress=False)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    applied = len(rows)
+    assert applied >= 1 and all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    # The step counter and the LR schedule count applied steps only: warmup LR of step s is lr·s/10.
+    assert [r["step"] for r in rows] == list(range(1, applied + 1))
+    assert [r["lr"] for r in rows] == pytest.approx([1e6 * s / 10 for s in range(1, applied + 1)])
+    # The last checkpoint is the last applied step, and its LoRA is finite.
+    ckpt = run_dir / "checkpoints"
+    assert latest_tag(ckpt) == f"step_{applied:06d}"
+    states = torch.load(ckpt / latest_tag(ckpt) / "mp_rank_00_model_states.pt", weights_only=False)
+    assert states["lr_scheduler"]["last_epoch"] == applied
+    assert all(torch.isfinite(v).all() for v in states["module"].values())
