@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,10 +103,15 @@ class RunOutputs:
         """``result.json``; the seeds' optional outputs (``video``, ``debug_dataset``) only when produced."""
         content = {k: v for k, v in self.__dict__.items() if v is not None or k not in ("video", "debug_dataset")}
         path = out_dir / "result.json"
-        path.write_text(json.dumps(content, indent=2))
+        path.write_text(json.dumps(_strict(content), indent=2, allow_nan=False))
         return path
 
 
 def billable_units(number_of_steps: int) -> int:
     """The seeds' billing rule for a successful run."""
     return max(100, number_of_steps)
+
+
+def _strict(content: dict[str, Any]) -> dict[str, Any]:
+    """Strict JSON: a non-finite number (which JSON cannot hold) is recorded as null."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in content.items()}

@@ -17,9 +17,19 @@ from ltxlab.config.resolution import bucket_size
 from ltxlab.config.schema import Config
 from ltxlab.config.validate import validate
 from ltxlab.data.pipeline import build_latents_once
-from ltxlab.errors import InputError, report_input_error, write_error_file
+from ltxlab.errors import (
+    CacheCorrupt,
+    InputError,
+    TrainingDiverged,
+    os_error_message,
+    report_failure,
+    report_input_error,
+    write_error_file,
+)
 from ltxlab.export import RunOutputs, billable_units, save_lora, training_config_json, write_config_file
 from ltxlab.sweep import FAILED_OBJECTIVE, JobIdentity, RunInfo, job_identity
+from ltxlab.train.guard import require_finite_weights
+from ltxlab.train.resume import finished_run
 from ltxlab.train.trainer import train
 
 log = logging.getLogger("ltxlab")
@@ -39,12 +49,19 @@ def run(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True
     latents = build_latents_once(cfg, run_dir, launch_dir, show_progress=show_progress)
     log.info("latents: %d samples in %s (%s)", latents.index.num_samples, latents.directory,
              "reused cache" if latents.reused else "built")
+    done = finished_run(cfg, run_dir, latents.key, distributed.world().world_size)
+    if done is not None:  # the same command again after success: leave every output as it is
+        log.info("%s already finished this run (result.json); nothing to do. Use a new hydra.run.dir to train "
+                 "again", run_dir)
+        _clear_earlier_failure(run_dir)
+        return RunResult(True, done.get("final_loss"), done.get("val_loss"))
     outcome = train(cfg, latents, run_dir, show_progress=show_progress)
     if not outcome.finished or not outcome.is_main_process:
         return RunResult(outcome.finished, outcome.final_loss, outcome.val_loss)
     size = bucket_size(cfg.resolution.name, cfg.resolution.aspect_ratio)
     meta = {"ltxlab_training_type": cfg.mode.name, "ltxlab_trigger_phrase": cfg.data.trigger_phrase,
             "ltxlab_rank": str(cfg.lora.rank), "ltxlab_alpha_baked": "true"}
+    require_finite_weights(outcome.transformer, "after the last step")  # never export a non-finite LoRA
     lora_file, diffusers_file = save_lora(outcome.transformer, outcome.peft_config, run_dir, meta)
     config_file = write_config_file(run_dir, training_config_json(cfg, latents.index.with_audio, size))
     outputs = RunOutputs(lora_file=str(lora_file), lora_file_diffusers=str(diffusers_file),
@@ -56,6 +73,7 @@ def run(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True
     from ltxlab.plots import write_loss_plot  # deferred: matplotlib only once a run has finished
 
     write_loss_plot(run_dir)
+    _clear_earlier_failure(run_dir)
     log.info("done: %s", json.dumps(asdict(outputs)))
     return RunResult(True, outcome.final_loss, outcome.val_loss)
 
@@ -81,6 +99,11 @@ def run_from_hydra(dict_cfg: DictConfig) -> float | None:
             # the seeds' 422: one line, error.json (rank 0), exit 2, nothing trained
             report_input_error(err, run_dir if main else None)
         return _failed(job, run_dir, err.code, type(err).__name__, str(err))
+    except (OSError, TrainingDiverged, CacheCorrupt) as err:
+        if job is None:
+            report_failure(err, run_dir if main else None)  # one line, error.json where writable, own exit code
+        detail = os_error_message(err) if isinstance(err, OSError) else str(err)
+        return _failed(job, run_dir, 500, type(err).__name__, detail)
     except Exception as err:
         if main:
             write_error_file(run_dir, 500, type(err).__name__, f"internal error: {err}")  # the seeds' 500
@@ -96,6 +119,11 @@ def run_from_hydra(dict_cfg: DictConfig) -> float | None:
         print("stopped before the last step; run the same command again to resume", file=sys.stderr)
         sys.exit(EXIT_RESUMABLE)
     return result.val_loss
+
+
+def _clear_earlier_failure(run_dir: Path) -> None:
+    """A success supersedes the ``error.json`` of an earlier failed attempt in the same run directory."""
+    (run_dir / "error.json").unlink(missing_ok=True)
 
 
 def _failed(job: JobIdentity, run_dir: Path, status: int, kind: str, detail: str) -> float:
