@@ -165,3 +165,30 @@ def test_failed_requests_write_error_json_and_bill_nothing(tmp_path: Path, job: 
     error = json.loads((run_dir / "error.json").read_text())
     assert error["status"] == 422 and error["billable_units"] == 0 and detail in error["detail"]
     assert not (run_dir / "result.json").exists()
+
+
+def test_an_a2v_request_trains_and_writes_the_seeds_outputs(tmp_path: Path, cache_dir: Path) -> None:
+    """A valid a2v request as the seeds write it (a zip of groups, a validation entry with image and audio),
+    shrunk to the minimum steps: result.json names the seeds' outputs and bills max(100, steps)."""
+    from ltxlab.data.sample import make_a2v_dataset, zip_dir
+
+    make_a2v_dataset(tmp_path / "groups", num_groups=4)
+    archive = zip_dir(tmp_path / "groups", tmp_path / "a2v_groups.zip")
+    assets = REPO / "ltxlab" / "assets" / "validation"
+    job = {"mode": "a2v", "training_data_url": str(archive), "trigger_phrase": "", "rank": 8, "number_of_steps": 100,
+           "learning_rate": 0.001, "number_of_frames": 9, "resolution": "low", "debug_dataset": True,
+           "validation": [{"prompt": "a square pulsing", "image_url": str(assets / "a2v_start.png"),
+                           "audio_url": str(assets / "a2v_audio.wav")}],
+           "validation_resolution": "low", "validation_number_of_frames": 9}
+    run_dir = tmp_path / "run"
+    proc = _request(tmp_path, job, f"hydra.run.dir={run_dir}", f"data.cache_dir={cache_dir}", "logger=none",
+                    "logger.progress_bar=false", "validation.inference_steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["billable_units"] == 100
+    for output, name in (("lora_file", "lora.safetensors"), ("config_file", "config.json"), ("video", "video.mp4"),
+                         ("debug_dataset", "debug_dataset.zip")):
+        assert result[output] == str(run_dir / name) and Path(result[output]).exists(), output
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["training_type"] == "a2v" and config["lora_rank"] == 8 and config["number_of_frames"] == 9
+    assert not (run_dir / "error.json").exists()
