@@ -40,10 +40,11 @@ class JobIdentity:
     name: str
     group: str | None
     swept: dict[str, Any] = field(default_factory=dict)  # short name → value
+    shown: dict[str, str] = field(default_factory=dict)  # short name → value as written (`4e-4`), for names/tags
 
     @property
     def tags(self) -> list[str]:
-        return [f"{k}={format_value(v)}" for k, v in self.swept.items()]
+        return [f"{k}={self.shown.get(k) or format_value(v)}" for k, v in self.swept.items()]
 
     def apply(self, cfg: Config) -> None:
         """Fill the logger's name/group/tags the user left unset (a value the user gave is kept)."""
@@ -99,17 +100,20 @@ def job_identity(hydra_cfg: DictConfig) -> JobIdentity | None:
         return None
     params = hydra_cfg.sweeper.get("params") or {}
     keys = list(params) + [k for k in _sweep_keys(_command_line(hydra_cfg)) if k not in params]
-    values: dict[str, Any] = {}
+    written: dict[str, str] = {}
     for text in hydra_cfg.overrides.task:
         key, _, value = text.partition("=")
         key = key.lstrip("+~")
         if key in keys:
-            values[key] = _parse_value(value)
-    swept = {short_name(k): values[k] for k in keys if k in values}
-    name = ",".join(f"{k}={format_value(v)}" for k, v in swept.items()) or f"job{hydra_cfg.job.num}"
+            written[key] = value
+    swept = {short_name(k): _parse_value(written[k]) for k in keys if k in written}
+    # Grid values as the user wrote them (`lr=4e-4`); a sampler's long floats rounded (`lr=0.000123`).
+    shown = {short_name(k): v if len(v) <= 10 else format_value(_parse_value(v)) for k, v in written.items()}
+    identity = JobIdentity(name="", group=None, swept=swept, shown=shown)
+    identity.name = ",".join(identity.tags) or f"job{hydra_cfg.job.num}"
     sweep_dir = Path(hydra_cfg.sweep.dir)
-    group = f"{hydra_cfg.job.config_name}-{'_'.join(sweep_dir.parts[-2:])}"
-    return JobIdentity(name=name, group=group, swept=swept)
+    identity.group = f"{hydra_cfg.job.config_name}-{'_'.join(sweep_dir.parts[-2:])}"
+    return identity
 
 
 @dataclass

@@ -95,3 +95,26 @@ def test_compare_table_plot_and_csv(sweep_dir: Path) -> None:
     assert set(table["steps"].dropna()) == {100}
     assert (sweep_dir / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (sweep_dir / "compare.png").stat().st_size > 10_000
+
+
+def test_job_names_from_sweeper_params_and_command_line_sweeps(monkeypatch) -> None:
+    """An Optuna-style job (no multirun.yaml): names from the search space and the command line's sweeps only,
+    grid values as written, sampled floats rounded; fixed overrides never appear."""
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from ltxlab.sweep import job_identity
+
+    hydra_cfg = OmegaConf.create({
+        "mode": RunMode.MULTIRUN, "sweep": {"dir": "/nowhere/2026-12-01/21-30-00"},
+        "sweeper": {"params": {"optim.learning_rate": "tag(log, interval(1e-5, 1e-3))", "lora.rank": "choice(8, 16)"}},
+        "job": {"num": 3, "config_name": "optuna"},
+        "overrides": {"task": ["optim.learning_rate=0.00012345678901", "lora.rank=16", "data.cache_dir=/x",
+                               "mode.first_frame_conditioning_p=4e-1"]}})
+    monkeypatch.setattr(sys, "argv", ["ltxlab", "--multirun", "mode.first_frame_conditioning_p=4e-1,1.0",
+                                      "data.cache_dir=/x"])
+    job = job_identity(hydra_cfg)
+    assert job is not None
+    assert job.name == "lr=0.000123,rank=16,p=4e-1"
+    assert job.swept == {"lr": 0.00012345678901, "rank": 16, "p": 0.4}
+    assert job.group == "optuna-2026-12-01_21-30-00"
