@@ -133,6 +133,9 @@ def test_text_only_warns_when_the_lora_always_held_the_first_frame(run_dir, capl
     (["--audio", "voice.wav"], "needs --image"),
     (["--frames", "10"], "8k+1"),
     (["--steps", "1"], "at least 2"),
+    (["--image-crf", "60"], "--image-crf: must be an H.264 CRF within 0–51"),
+    (["--guidance-rescale", "2"], "--guidance-rescale: must be within 0–1"),
+    (["--width", "100"], "multiples of 32"),
 ])
 def test_bad_input_exits_2_with_one_line(run_dir, capsys, args: list[str], message: str) -> None:
     base = {"--lora": str(run_dir / "lora.safetensors")}

@@ -187,6 +187,21 @@ def test_no_samples_means_no_reel(text_stack, tmp_path) -> None:
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("validation.image_crf=60", "validation.image_crf: must be an H.264 CRF within 0–51"),
+    ("validation.inference_steps=1", "validation.inference_steps: must be at least 2"),
+    ("validation.audio_stg_scale=-1", "validation.audio_stg_scale: must be ≥ 0"),
+    ("validation.stg_blocks=[-1]", "validation.stg_blocks: must be non-negative"),
+])
+def test_sampling_settings_are_checked_by_the_config_validator(compose_cfg, override, message) -> None:
+    """The rules generate applies to its flags (`sampling_problems`) reject the same values in the config."""
+    from ltxlab.config.validate import validate
+    from ltxlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_cfg(override))
+
+
 def test_mismatched_prompts_are_refused(media, tmp_path) -> None:
     empty = PreviewPrompts(samples=[], negative=None)
     with pytest.raises(ValueError, match="re-encode"):
