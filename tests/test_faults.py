@@ -197,3 +197,31 @@ def test_read_only_or_full_cache_dir_is_one_line_with_error_json(tmp_path: Path)
         assert "Traceback" not in proc.stderr and time.time() - started < 120
         error = json.loads((run_dir / "error.json").read_text())
         assert error["status"] == 500 and error["detail"] == line.removeprefix("error: ")
+
+
+def test_a_non_finite_or_misshapen_sample_is_refused_on_first_read(tmp_path: Path) -> None:
+    """Checksums cannot catch a sample encoded wrong: its tensors are checked when first read."""
+    import torch
+
+    from ltxlab.data.shards import EncodedSample, ShardWriter
+    from ltxlab.train.shard_reader import ShardReader
+
+    def tensors(video: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"video": video, "text_video": torch.zeros(4, 8), "text_audio": torch.zeros(4, 4),
+                "text_mask": torch.ones(4)}
+
+    writer = ShardWriter(tmp_path, samples_per_shard=8)
+    poisoned = torch.zeros(8, 1, 2, 2)
+    poisoned[0, 0, 1, 1] = float("nan")
+    for i, video in enumerate([torch.zeros(8, 1, 2, 2), poisoned, torch.zeros(8, 1, 2, 3)]):
+        writer.write(EncodedSample(key=f"00000{i}_clip", tensors=tensors(video), meta={}))
+    shards = writer.close()
+    index = ShardIndex(fingerprint="k", shards=[n for n, _ in shards], counts=[c for _, c in shards],
+                       with_audio=False, is_image=False, video_latent_shape=[8, 1, 2, 2], audio_latent_shape=None,
+                       fps=24.0)
+    reader = ShardReader(tmp_path, index)
+    assert reader.read(0).key == "000000_clip"
+    with pytest.raises(CacheCorrupt, match=r"shard-000000.tar sample 000001_clip: 'video' holds non-finite values"):
+        reader.read(1)
+    with pytest.raises(CacheCorrupt, match=r"sample 000002_clip: 'video' has shape \[8, 1, 2, 3\], the index says"):
+        reader.read(2)
