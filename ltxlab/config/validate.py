@@ -57,6 +57,7 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "model.base_precision": ("fp32", "bf16", "int8", "fp8"),
     "model.text_encoder_precision": ("fp32", "bf16", "int8", "fp8"),
     "model.offload": ("none", "blocks"),
+    "model.cross_modulation": ("ltx_core", "legacy"),
     "optim.optimizer": ("adamw", "adamw8bit"),
 }
 POSITIVE = ("optim.learning_rate", "optim.batch_size", "optim.gradient_accumulation_steps",
