@@ -111,9 +111,10 @@ def _start_frame(it: PlanItem, s: PrepareSettings) -> np.ndarray:
 
 
 def clip_fps(it: PlanItem, s: PrepareSettings, num_frames: int) -> float:
-    """The clip's real frame rate: its frames over the source seconds they cover (the source rate with
-    auto_scale_input off, data.frame_rate with it on; stills take data.frame_rate)."""
-    if it.duration_s <= 0 or num_frames <= 1:
+    """The rate the clip is trained at: with auto_scale_input every clip is resampled to data.frame_rate (a
+    too-short one is stretched to it); without, it keeps its own timing, its frames over the source seconds
+    they cover (the source rate). Stills take data.frame_rate."""
+    if s.auto_scale_input or it.duration_s <= 0 or num_frames <= 1:
         return float(s.frame_rate)
     return round(num_frames / it.duration_s, 6)
 
