@@ -131,7 +131,7 @@ def setup() -> World:
     """
     if "world" in _state:
         return _state["world"]
-    import torch  # deferred: `--help`, `--cfg` and one-process launches never pay for it here
+    import torch  # deferred: importing this module stays cheap (`--help`, `--cfg` never load torch for it)
 
     world = world_from_env()
     device = bind_device(world)

@@ -180,3 +180,17 @@ def test_sigterm_on_two_ranks_resumes_to_the_uninterrupted_lora(two_ranks, mp_ca
     assert losses(run_dir) == losses(two_ranks[1])
     final, uninterrupted = _lora(run_dir), _lora(two_ranks[1])
     assert all(torch.equal(final[k], uninterrupted[k]) for k in uninterrupted)
+
+
+def test_a_bad_dataset_stops_every_rank_with_the_one_line_error(tmp_path) -> None:
+    """Rank 0 runs the data stage; its 422 reaches the waiting rank too (nobody hangs at the barrier)."""
+    empty = tmp_path / "empty_dataset"
+    empty.mkdir()
+    proc = subprocess.run(_torchrun("logger=none", f"data.source={empty}", f"data.cache_dir={tmp_path / 'cache'}",
+                                    f"hydra.run.dir={tmp_path / 'run'}"), cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env=_env())
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if "error: " in line and "Traceback" not in line]
+    assert len(errors) == 2 and len({line.split("error: ", 1)[1] for line in errors}) == 1, proc.stderr[-3000:]
+    assert "exitcode  : 2" in proc.stderr  # torchrun's summary: the input-error exit code, not a crash
+    assert json.loads((tmp_path / "run" / "error.json").read_text())["status"] == 422

@@ -14,10 +14,10 @@ stay a few micro-batches ahead, so reading never stalls the step.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,48 +27,47 @@ from ltxlab.models.codecs import pack_video
 from ltxlab.modes.inputs import LatentBatch
 from ltxlab.train.shard_reader import ShardReader
 
-_TENSOR_FIELDS = ("video", "audio", "text_video", "text_audio", "text_mask")
+
+@dataclass
+class StackedSamples:
+    """A batch as stored (bf16 on real models), on the host: what a loader thread hands over."""
+
+    tensors: dict[str, torch.Tensor]  # video [B, C, F, H, W], audio [B, L, D] (when on), text_*, text_mask
+    fps: torch.Tensor  # [B] float64
 
 
-def collate(samples: list[EncodedSample], device: torch.device, fps: float) -> LatentBatch:
-    """Stack samples into a batch. Each sample keeps its own frame rate (shard meta ``fps``; ``fps`` is the
-    fallback for caches that lack it): RoPE positions are in seconds, so a 60 fps clip is not taught as 24."""
-    def stack(name: str) -> torch.Tensor:
-        return torch.stack([s.tensors[name] for s in samples]).to(device, non_blocking=True)
-
-    video = stack("video")  # [B, C, F, H, W]
-    has_audio = "audio" in samples[0].tensors
-    if has_audio and len({s.tensors["audio"].shape[0] for s in samples}) > 1:
+def stack_samples(samples: list[EncodedSample], fps: float) -> StackedSamples:
+    """Each sample keeps its own frame rate (shard meta ``fps``; ``fps`` is the fallback for caches that lack
+    it): RoPE positions are in seconds, so a 60 fps clip is not taught as 24."""
+    if "audio" in samples[0].tensors and len({s.tensors["audio"].shape[0] for s in samples}) > 1:
         raise ValueError(
             "clips of different durations (frame rates) cannot share a batch: their audio lengths differ ("
             + ", ".join(f"{s.meta.get('name', s.key)}: {s.meta.get('fps')} fps" for s in samples)
             + "); use optim.batch_size=1 or data.auto_scale_input=true"
         )
+    return StackedSamples(
+        tensors={name: torch.stack([s.tensors[name] for s in samples]) for name in samples[0].tensors},
+        fps=torch.tensor([float(s.meta.get("fps", fps)) for s in samples], dtype=torch.float64))
+
+
+def to_batch(stacked: StackedSamples, device: torch.device) -> LatentBatch:
+    """Move to ``device`` first, then widen to fp32 and pack: on a GPU the host copies only stored bytes."""
+    tensors = {name: t.to(device, non_blocking=True) for name, t in stacked.tensors.items()}
+    video = tensors["video"]
     return LatentBatch(
         video=pack_video(video.float()),
         video_shape=tuple(video.shape[2:]),  # type: ignore[arg-type]
-        audio=stack("audio").float() if has_audio else None,
-        text_video=stack("text_video").float(),
-        text_audio=stack("text_audio").float(),
-        text_mask=stack("text_mask").float(),
-        fps=torch.tensor([float(s.meta.get("fps", fps)) for s in samples], dtype=torch.float64),
+        audio=tensors["audio"].float() if "audio" in tensors else None,
+        text_video=tensors["text_video"].float(),
+        text_audio=tensors["text_audio"].float(),
+        text_mask=tensors["text_mask"].float(),
+        fps=stacked.fps,
     )
 
 
-
-
-def _to_device(batch: LatentBatch, device: torch.device) -> LatentBatch:
-    if device.type == "cpu":
-        return batch
-    moved = {name: getattr(batch, name).to(device, non_blocking=True) for name in _TENSOR_FIELDS
-             if getattr(batch, name) is not None}
-    return dataclasses.replace(batch, **moved)
-
-
-def _pinned(batch: LatentBatch) -> LatentBatch:
-    """Page-locked host copies, so the copy to the GPU runs asynchronously."""
-    pinned = {name: getattr(batch, name).pin_memory() for name in _TENSOR_FIELDS if getattr(batch, name) is not None}
-    return dataclasses.replace(batch, **pinned)
+def collate(samples: list[EncodedSample], device: torch.device, fps: float) -> LatentBatch:
+    """Stack samples into a training batch on ``device``."""
+    return to_batch(stack_samples(samples, fps), device)
 
 
 class ShardBatches:
@@ -96,7 +95,7 @@ class ShardBatches:
         self._orders: dict[int, list[int]] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ltxlab-loader")
         self._depth = 2 * accumulation + max(1, workers)  # micro-batches in flight: the next step and then some
-        self._pending: deque[Future[LatentBatch]] = deque()
+        self._pending: deque[Future[LatentBatch | StackedSamples]] = deque()
         self._cursor = (0, 0)  # (epoch, micro-batch) of the next one to schedule
 
     def state_dict(self) -> dict[str, int]:
@@ -133,9 +132,13 @@ class ShardBatches:
             self._memory[position] = sample
         return sample
 
-    def _load(self, positions: list[int]) -> LatentBatch:
-        batch = collate([self._sample(p) for p in positions], torch.device("cpu"), self.index.fps)
-        return _pinned(batch) if self.device.type == "cuda" else batch
+    def _load(self, positions: list[int]) -> LatentBatch | StackedSamples:
+        """On a loader thread: the whole batch for the CPU; for a GPU the stored bytes, page-locked so that the
+        copy in ``__next__`` is asynchronous (widening to fp32 happens on the GPU)."""
+        stacked = stack_samples([self._sample(p) for p in positions], self.index.fps)
+        if self.device.type == "cpu":
+            return to_batch(stacked, self.device)
+        return StackedSamples({name: t.pin_memory() for name, t in stacked.tensors.items()}, stacked.fps)
 
     def _schedule(self) -> None:
         while len(self._pending) < self._depth:
@@ -164,7 +167,7 @@ class ShardBatches:
         self.consumed += 1
         if self.consumed == self.batches_per_epoch:
             self.epoch, self.consumed = self.epoch + 1, 0
-        return _to_device(batch, self.device)
+        return batch if isinstance(batch, LatentBatch) else to_batch(batch, self.device)
 
     def close(self) -> None:
         self._drop_pending()
