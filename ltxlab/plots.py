@@ -7,14 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
+from ltxlab.sweep import format_value
 from ltxlab.train.metrics import HELDOUT_FILE, read_metrics
 
 LOSS_PLOT = "loss.png"
 COMPARE_PLOT = "compare.png"
+MAX_LEGEND = 6  # more distinct values than this in a panel: a colour bar instead of a legend
 
 
 def smoothed(values: pd.Series, window: int) -> pd.Series:
@@ -61,27 +66,46 @@ def write_compare_plot(curves: dict[str, pd.DataFrame], swept: pd.DataFrame, key
             return None if pd.isna(value) else _plain(value)
 
         values = sorted({value_of(n) for n in curves} - {None}, key=_sort_key)
-        colours = {v: f"C{i % 10}" for i, v in enumerate(values)}
+        colours = _colours(fig, ax, key, values)
         shown: set[object] = set()
         for name, curve in curves.items():
             value = value_of(name)
             if value is None:  # a run without this key (or no swept keys at all): its own labelled curve
                 ax.plot(curve["step"], curve["val/loss"], "o--", color="grey" if key else None, label=name)
                 continue
-            label = None if value in shown else f"{key}={value}"
+            label = None if value in shown or len(values) > MAX_LEGEND else f"{key}={format_value(value)}"
             shown.add(value)
             ax.plot(curve["step"], curve["val/loss"], "o-", color=colours[value], alpha=0.8, label=label)
         ax.set_title(f"held-out loss by {key}" if key else "held-out loss")
         ax.set_xlabel("step")
         ax.set_ylabel("val/loss")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        handles, labels = ax.get_legend_handles_labels()
+        if labels:
+            order = {f"{key}={format_value(v)}": i for i, v in enumerate(values)}  # legend in value order
+            pairs = sorted(zip(handles, labels, strict=True), key=lambda hl: order.get(hl[1], len(order)))
+            ax.legend([h for h, _ in pairs], [lab for _, lab in pairs], fontsize="small")
     fig.savefig(path, dpi=110)
     return path
 
 
+def _colours(fig: Figure, ax: Any, key: str | None, values: list[object]) -> dict[object, Any]:
+    """A colour per value: distinct colours and a legend for a few values, a colour scale with a colour bar for
+    many numeric ones (log scale for learning rates)."""
+    numeric = all(isinstance(v, int | float) for v in values)
+    if len(values) <= MAX_LEGEND or not numeric:
+        return {v: f"C{i % 10}" for i, v in enumerate(values)}
+    low, high = float(min(values)), float(max(values))  # type: ignore[arg-type]
+    log_scale = low > 0 and key is not None and ("lr" in key or "learning_rate" in key)
+    norm = LogNorm(low, high) if log_scale else Normalize(low, high)
+    mapper = ScalarMappable(norm=norm, cmap="viridis")
+    fig.colorbar(mapper, ax=ax, label=key)
+    return {v: mapper.to_rgba(float(v)) for v in values}  # type: ignore[arg-type]
+
+
 def _plain(value: object) -> object:
-    """8.0 → 8 (a column with gaps is float in pandas), other values unchanged."""
+    """Python scalars from pandas' numpy ones, and 8.0 → 8 (a column with gaps is float in pandas)."""
+    value = value.item() if hasattr(value, "item") else value
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
