@@ -31,7 +31,7 @@ from ltxlab.models import loader
 from ltxlab.models.spec import ModelConfig
 from ltxlab.models.text import encode_prompts
 from ltxlab.sample.runner import ClipRunner, RenderedClip
-from ltxlab.sample.settings import SamplingSettings, sampling_problems
+from ltxlab.sample.settings import SamplingSettings, sampling_problems, unused_with_frozen_audio
 
 log = logging.getLogger("ltxlab.generate")
 ADAPTER_NAME = "lora"
@@ -178,6 +178,9 @@ def _check(args: argparse.Namespace) -> tuple[GenerateInputs, SamplingSettings]:
     if problems:
         name, reason = problems[0].split(":", 1)
         raise InputError(f"--{name.replace('_', '-')}:{reason}")
+    if args.audio and unused_with_frozen_audio(settings):
+        log.warning("%s: no effect with --audio (a2v keeps the conditioning audio frozen, with no audio guidance)",
+                    ", ".join(unused_with_frozen_audio(settings)))
     if args.out.suffix.lower() != ".mp4":
         raise InputError(f"--out must be an .mp4 file, got {args.out.name}")
     inputs = GenerateInputs(prompt=args.prompt, image=args.image, audio=args.audio, generate_audio=not args.no_audio,

@@ -202,6 +202,17 @@ def test_sampling_settings_are_checked_by_the_config_validator(compose_cfg, over
         validate(compose_cfg(override))
 
 
+def test_audio_guidance_in_a2v_is_warned_about_not_dropped_silently(compose_cfg, caplog) -> None:
+    from ltxlab.config.validate import validate
+
+    cfg = validate(compose_cfg("mode=a2v", "validation.audio_guidance_scale=5"))
+    assert cfg.validation.audio_guidance_scale == 5  # kept as written ...
+    assert "validation.audio_guidance_scale=5.0 has no effect in a2v" in caplog.text  # ... and reported
+    caplog.clear()
+    validate(compose_cfg("validation.audio_guidance_scale=5"))  # i2v: it is used
+    assert "no effect" not in caplog.text
+
+
 def test_mismatched_prompts_are_refused(media, tmp_path) -> None:
     empty = PreviewPrompts(samples=[], negative=None)
     with pytest.raises(ValueError, match="re-encode"):

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from ltxlab.config.resolution import ASPECT_RATIOS, RESOLUTIONS, snap_frames
 from ltxlab.config.schema import Config
 from ltxlab.errors import ConfigError
-from ltxlab.sample.settings import sampling_problems
+from ltxlab.sample.settings import sampling_problems, unused_with_frozen_audio
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +124,10 @@ def _check_validation(cfg: Config) -> None:
     problems = sampling_problems(cfg.validation)
     if problems:
         raise ConfigError(f"validation.{problems[0]}")
+    unused = unused_with_frozen_audio(cfg.validation) if cfg.mode.name == "a2v" else []
+    if unused:
+        log.warning("validation.%s has no effect in a2v: the conditioning audio is frozen (no audio guidance)",
+                    ", validation.".join(unused))
 
 
 _UNQUANTIZED_DTYPE = {"fp32": "float32", "bf16": "bfloat16"}

@@ -92,3 +92,14 @@ def sampling_problems(s: SamplingSettings) -> list[str]:
         if value is not None and value < 0:
             problems.append(f"{name}: must be ≥ 0, got {value}")
     return problems
+
+
+AUDIO_GUIDANCE_FIELDS = ("audio_guidance_scale", "audio_stg_scale", "audio_modality_scale")
+
+
+def unused_with_frozen_audio(s: SamplingSettings) -> list[str]:
+    """The audio-guidance settings changed from their defaults, which a2v ignores (its conditioning audio is
+    frozen and gets the neutral guider): callers warn about them instead of silently dropping them."""
+    defaults = SamplingSettings()
+    changed = [name for name in AUDIO_GUIDANCE_FIELDS if getattr(s, name) != getattr(defaults, name)]
+    return [f"{name}={getattr(s, name)}" for name in changed]
