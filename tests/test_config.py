@@ -146,7 +146,7 @@ def test_cli_rejects_bad_values_before_doing_anything(tmp_path) -> None:
     assert proc.returncode == 2
     assert "lora.rank=7 is not allowed" in proc.stderr
     assert not (tmp_path / "cache").exists()
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".hydra", "__main__.log", "error.json"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".hydra", "error.json", "ltxlab.log"]
 
 
 @pytest.mark.parametrize(("sweep", "params"), [
@@ -154,10 +154,11 @@ def test_cli_rejects_bad_values_before_doing_anything(tmp_path) -> None:
     ("first_frame_p", {"mode.first_frame_conditioning_p": "0.0,0.5,1.0"}),
     ("rank_lr_p", {"lora.rank": "8,32,128", "optim.learning_rate": "1e-4,2e-4,4e-4",
                    "mode.first_frame_conditioning_p": "0.0,0.5,1.0"}),
+    ("a2v_rank_lr", {"lora.rank": "8,16,32", "optim.learning_rate": "1e-4,2e-4,4e-4"}),
 ])
 def test_sweeps_extend_the_main_config(sweep: str, params: dict[str, str]) -> None:
-    """``python -m ltxlab --multirun --config-dir sweeps --config-name <sweep>``: the grid, one W&B group, and
-    every point of the grid valid."""
+    """``python -m ltxlab --multirun --config-dir sweeps --config-name <sweep>``: the grid, no fixed W&B group
+    (each launch gets its own, named at run time), and every point of the grid valid."""
     from hydra import compose, initialize_config_dir
 
     from ltxlab.config.schema import register_configs
@@ -167,7 +168,7 @@ def test_sweeps_extend_the_main_config(sweep: str, params: dict[str, str]) -> No
     with initialize_config_dir(config_dir=str(REPO / "sweeps"), version_base="1.3"):
         cfg = compose(config_name=sweep, return_hydra_config=True, overrides=[search])
         assert dict(cfg.hydra.sweeper.params) == params
-        assert cfg.logger.group == f"sweep-{sweep.replace('_', '-')}"
+        assert cfg.logger.group is None
         grid = itertools.product(*([f"{k}={v}" for v in values.split(",")] for k, values in params.items()))
         for point in grid:
             validate(compose(config_name=sweep, overrides=[search, *point]))
