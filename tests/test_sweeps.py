@@ -118,3 +118,24 @@ def test_job_names_from_sweeper_params_and_command_line_sweeps(monkeypatch) -> N
     assert job.name == "lr=0.000123,rank=16,p=4e-1"
     assert job.swept == {"lr": 0.00012345678901, "rank": 16, "p": 0.4}
     assert job.group == "optuna-2026-12-01_21-30-00"
+
+
+def test_optuna_and_slurm_configs_compose() -> None:
+    """The Optuna search (the seeds' ranks, log learning rate, p; minimising val/loss) and the SLURM launcher."""
+    from hydra import compose, initialize_config_dir
+
+    from ltxlab.config.schema import register_configs
+
+    register_configs()
+    search = f"hydra.searchpath=[file://{REPO / 'conf'}]"
+    with initialize_config_dir(config_dir=str(REPO / "sweeps"), version_base="1.3"):
+        optuna = compose(config_name="optuna", return_hydra_config=True, overrides=[search]).hydra.sweeper
+        assert optuna._target_.endswith("OptunaSweeper") and optuna.direction == "minimize"
+        assert dict(optuna.params) == {"optim.learning_rate": "tag(log, interval(5e-5, 2e-3))",
+                                       "lora.rank": "choice(8, 16, 32, 64, 128)",
+                                       "mode.first_frame_conditioning_p": "interval(0.0, 1.0)"}
+        a2v = compose(config_name="optuna_a2v", return_hydra_config=True, overrides=[search])
+        assert a2v.mode.name == "a2v" and "mode.first_frame_conditioning_p" not in a2v.hydra.sweeper.params
+        slurm = compose(config_name="rank_lr", return_hydra_config=True,
+                        overrides=[search, "hydra/launcher=slurm"]).hydra.launcher
+        assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1 and slurm.tasks_per_node == 1
