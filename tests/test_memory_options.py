@@ -103,3 +103,31 @@ def test_fp8_without_cuda_is_a_clear_error() -> None:
         pytest.skip("this machine has CUDA: fp8 may be supported here")
     with pytest.raises(ConfigError, match="fp8 needs a CUDA GPU"):
         load_transformer(ModelConfig(base_precision="fp8"))
+
+
+def test_encoder_encodes_each_caption_once_before_loading_the_vaes() -> None:
+    from ltxlab.data.encode import Encoder, prompt_tensors
+
+    encoder = Encoder(ModelConfig(), with_audio=False, device=torch.device("cpu"),
+                      captions=["a red car", "a cat sleeps", "a red car"])
+    assert list(encoder._captions) == ["a red car", "a cat sleeps"]  # distinct captions, encoded up front
+    with torch.no_grad():
+        direct = prompt_tensors(encoder.prompts(["a cat sleeps"]), 0, encoder.dtype)
+    cached = encoder.caption_tensors("a cat sleeps")
+    assert all(torch.equal(cached[k], direct[k]) for k in direct)
+    assert encoder.caption_tensors("unseen caption")["text_video"].shape == direct["text_video"].shape
+
+
+def test_vae_tiling_encodes_a_clip_larger_than_one_tile() -> None:
+    from ltxlab.models.codecs import encode_video
+    from ltxlab.models.loader import load_video_vae
+
+    plain, tiled = load_video_vae(ModelConfig()), load_video_vae(ModelConfig(vae_tiling=True))
+    assert tiled.use_tiling and tiled.use_framewise_decoding and not plain.use_tiling
+    tiled.tile_sample_min_height = tiled.tile_sample_min_width = 64  # tiny tiles so a small clip needs four
+    tiled.tile_sample_stride_height = tiled.tile_sample_stride_width = 32
+    pixels = torch.rand(1, 3, 9, 96, 96, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        a, b = encode_video(plain, pixels), encode_video(tiled, pixels)
+    assert a.shape == b.shape and torch.isfinite(b).all()
+    print(f"tiled vs untiled latents: relative error {_relative_error(b, a):.3g}")

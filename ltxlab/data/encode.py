@@ -52,12 +52,28 @@ def prompt_tensors(embeddings: PromptEmbeddings, index: int, dtype: torch.dtype)
 class Encoder:
     """Holds the frozen encoders for the duration of one cache build."""
 
-    def __init__(self, model: ModelConfig, with_audio: bool, device: torch.device) -> None:
+    def __init__(self, model: ModelConfig, with_audio: bool, device: torch.device, captions: Iterable[str] = (),
+                 ) -> None:
         self.device, self.dtype = device, storage_dtype(model)
-        self.video_vae = load_video_vae(model).to(device).eval()
-        self.audio_vae = load_audio_vae(model).to(device).eval() if with_audio else None
+        # Gemma first and alone on the GPU: with the captions known up front, each distinct caption is encoded
+        # once, then the text stack goes back to the host before the VAEs load (Gemma 3 12B is ≈23 GB in bf16).
         self.text = load_text_stack(model)
         self.text.to(device)
+        self._captions = {c: self._caption_tensors(c) for c in dict.fromkeys(captions)}
+        if self._captions and device.type == "cuda":
+            self.text.to("cpu")  # later prompts (validation previews) are few: encoded on the host copy
+            torch.cuda.empty_cache()
+        self.video_vae = load_video_vae(model).to(device).eval()
+        self.audio_vae = load_audio_vae(model).to(device).eval() if with_audio else None
+
+    @torch.no_grad()
+    def _caption_tensors(self, caption: str) -> dict[str, torch.Tensor]:
+        return {k: v.cpu() for k, v in prompt_tensors(self.prompts([caption]), 0, self.dtype).items()}
+
+    def caption_tensors(self, caption: str) -> dict[str, torch.Tensor]:
+        """A caption's text embeddings: pre-encoded when the captions were given, else encoded now."""
+        tensors = self._captions.get(caption)
+        return {k: v.to(self.device) for k, v in (tensors or self._caption_tensors(caption)).items()}
 
     @torch.no_grad()
     def encode_clip(self, clip: PreparedClip) -> dict[str, torch.Tensor]:
@@ -67,7 +83,7 @@ class Encoder:
                 raise ValueError(f"{clip.name}: audio is on for this run but the clip has no audio")
             waveform = torch.as_tensor(clip.audio).float().unsqueeze(0).to(self.device)
             tensors["audio"] = encode_audio(self.audio_vae, waveform)[0]
-        tensors.update(prompt_tensors(self.prompts([clip.caption]), 0, self.dtype))
+        tensors.update(self.caption_tensors(clip.caption))
         return {k: v.to(self.dtype) for k, v in tensors.items()}
 
     @torch.no_grad()

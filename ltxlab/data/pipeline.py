@@ -21,7 +21,7 @@ from ltxlab.data.debug import DebugArchiveWriter, write_debug_archive
 from ltxlab.data.encode import Encoder, encode_to_shards
 from ltxlab.data.ingest import ingest
 from ltxlab.data.prepare import iter_prepared, plan
-from ltxlab.data.prepared import PreparedClip, PreparePlan, PrepareSettings
+from ltxlab.data.prepared import PreparedClip, PreparePlan, PrepareSettings, final_caption
 from ltxlab.data.sample import sample_dataset
 from ltxlab.data.shards import ShardIndex, ShardWriter
 from ltxlab.data.sources import resolve_source
@@ -86,14 +86,15 @@ def build_latents(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: b
              "on" if prepared_plan.with_audio else "off")
 
     key = fingerprint({"source": identity, "prepare": asdict(settings) | {"num_workers": None},
-                       "with_audio": prepared_plan.with_audio, "model": asdict(cfg.model) | {
-                           "gradient_checkpointing": None}})
+                       "with_audio": prepared_plan.with_audio, "model": encoding_identity(cfg)})
     debug = cfg.data.debug_dataset
 
     encoders: dict[str, Encoder] = {}  # built on a cache miss; its text stack then also encodes the prompts
 
     def build(tmp: Path) -> ShardIndex:
-        encoders["encoder"] = Encoder(cfg.model, prepared_plan.with_audio, encoder_device())
+        captions = [final_caption(item.clip.caption, prepared_plan.settings.trigger_phrase)
+                    for item in prepared_plan.items]
+        encoders["encoder"] = Encoder(cfg.model, prepared_plan.with_audio, encoder_device(), captions=captions)
         return encode_plan(cfg, encoders["encoder"], prepared_plan, tmp, key, debug, show_progress)
 
     cache_dir, reused = cached_or_build(cache_root, key, build)
@@ -111,13 +112,21 @@ def build_latents(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: b
                        debug_archive=str(debug_out) if debug_out else None, preview_prompts=prompts)
 
 
+# How the transformer is held in training changes no latent or prompt embedding: not part of the cache keys.
+TRAINING_ONLY_MODEL_KEYS = ("gradient_checkpointing", "base_precision", "offload", "compile", "attention_backend")
+
+
+def encoding_identity(cfg: Config) -> dict:
+    return asdict(cfg.model) | dict.fromkeys(TRAINING_ONLY_MODEL_KEYS)
+
+
 def preview_prompts(cfg: Config, cache_root: Path, encoder: Encoder | None) -> Path | None:
     """Validation prompt embeddings, encoded now so training never loads the text encoder; cached by the model
     and the prompt texts."""
     if not cfg.validation.samples:
         return None
     texts = [s.prompt for s in cfg.validation.samples] + [cfg.validation.negative_prompt]
-    path = cache_root / f"prompts-{fingerprint({'model': asdict(cfg.model), 'prompts': texts})}.safetensors"
+    path = cache_root / f"prompts-{fingerprint({'model': encoding_identity(cfg), 'prompts': texts})}.safetensors"
 
     def encode(tmp: Path) -> None:
         text_stack = encoder.text if encoder is not None else load_text_stack(cfg.model).to(encoder_device())
