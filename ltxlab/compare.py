@@ -124,7 +124,10 @@ def compare(runs: list[RunRecord], out_dir: Path) -> tuple[pd.DataFrame, Path, P
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ltxlab.compare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ltxlab.compare",
+        description="Compare runs: a table of swept values → final/best held-out val/loss, final train loss, steps, "
+                    "time and samples/s (printed and compare.csv), and held-out curves per swept key (compare.png).")
     parser.add_argument("paths", nargs="*", type=Path, help="run directories or sweep directories")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read the runs of this W&B project")
     parser.add_argument("--group", help="with --wandb: only this W&B group (one sweep)")
