@@ -192,3 +192,11 @@ def test_an_a2v_request_trains_and_writes_the_seeds_outputs(tmp_path: Path, cach
     config = json.loads((run_dir / "config.json").read_text())
     assert config["training_type"] == "a2v" and config["lora_rank"] == 8 and config["number_of_frames"] == 9
     assert not (run_dir / "error.json").exists()
+
+
+def test_config_refuses_an_i2v_value_under_a2v(compose_cfg) -> None:
+    """``mode=a2v mode.first_frame_conditioning_p=0.3`` is a 422, never silently trained at 1.0 (a p-sweep under
+    a2v would otherwise train one job several times)."""
+    with pytest.raises(ConfigError, match="applies to mode=i2v only"):
+        validate(compose_cfg("mode=a2v", "mode.first_frame_conditioning_p=0.3"))
+    assert validate(compose_cfg("mode=a2v", "mode.first_frame_conditioning_p=1.0")).mode.first_frame_conditioning_p == 1
