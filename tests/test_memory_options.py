@@ -131,3 +131,16 @@ def test_vae_tiling_encodes_a_clip_larger_than_one_tile() -> None:
         a, b = encode_video(plain, pixels), encode_video(tiled, pixels)
     assert a.shape == b.shape and torch.isfinite(b).all()
     print(f"tiled vs untiled latents: relative error {_relative_error(b, a):.3g}")
+
+
+def test_attention_backend_dispatch_and_compile_flags() -> None:
+    reference = load_transformer(ModelConfig())
+    math = load_transformer(ModelConfig(attention_backend="_native_math"))
+    inputs, batch = random_inputs(reference)
+    with torch.no_grad():
+        expected, got = predict(reference, inputs, batch)[0], predict(math, inputs, batch)[0]
+    assert torch.allclose(got, expected, atol=1e-5)  # same attention, another kernel
+    with pytest.raises(ConfigError, match="not a diffusers attention backend"):
+        load_transformer(ModelConfig(attention_backend="fastest"))
+    compiled = load_transformer(ModelConfig(compile=True))  # compiles lazily, at the first call of each block
+    assert all(block._compiled_call_impl is not None for block in compiled.transformer_blocks)
