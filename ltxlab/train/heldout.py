@@ -44,31 +44,31 @@ NOISE_SEED = 20_251_201  # fixed, so every run of a sweep (whatever train.seed) 
 class HeldoutSplit:
     eval_keys: tuple[str, ...]  # the samples scored
     excluded: frozenset[str]  # the samples kept out of training (empty for small caches)
+    shards: tuple[str, ...] = ()  # the shards holding the scored samples (only these are read)
 
     @property
     def from_training(self) -> bool:
         return not self.excluded
 
 
-def _shard_keys(directory: Path, index: ShardIndex) -> list[str]:
-    """Sample keys from the tar member names, without decoding any tensor."""
-    keys: list[str] = []
+def _shard_keys(directory: Path, index: ShardIndex) -> dict[str, str]:
+    """Sample key → shard name, from the tar member names, without decoding any tensor."""
+    keys: dict[str, str] = {}
     for name in index.shards:
         with tarfile.open(directory / name) as tar:
             for member in tar.getnames():
-                key = member.split(".", 1)[0]
-                if not keys or keys[-1] != key:
-                    keys.append(key)
+                keys.setdefault(member.split(".", 1)[0], name)
     return keys
 
 
 def split_heldout(directory: Path, index: ShardIndex, fraction: float, max_samples: int,
                   min_dataset: int) -> HeldoutSplit:
-    keys = sorted(_shard_keys(directory, index), key=lambda k: hashlib.sha256(k.encode()).hexdigest())
-    if fraction > 0 and len(keys) >= min_dataset:
-        held = keys[:min(max_samples, max(1, round(fraction * len(keys))))]
-        return HeldoutSplit(tuple(held), frozenset(held))
-    return HeldoutSplit(tuple(keys[:max_samples]), frozenset())
+    shard_of = _shard_keys(directory, index)
+    keys = sorted(shard_of, key=lambda k: hashlib.sha256(k.encode()).hexdigest())
+    held_out = fraction > 0 and len(keys) >= min_dataset
+    scored = keys[:min(max_samples, max(1, round(fraction * len(keys))))] if held_out else keys[:max_samples]
+    shards = tuple(name for name in index.shards if name in {shard_of[k] for k in scored})
+    return HeldoutSplit(tuple(scored), frozenset(scored) if held_out else frozenset(), shards)
 
 
 class FixedSigma:
@@ -100,7 +100,7 @@ class HeldoutLoss:
                metrics: MetricsLogger, audio_width: int) -> HeldoutLoss:
         t = cfg.train
         wanted = set(split.eval_keys)
-        samples: list[EncodedSample] = [s for name in index.shards for s in read_shard(directory / name)
+        samples: list[EncodedSample] = [s for name in split.shards for s in read_shard(directory / name)
                                         if s.key in wanted]
         samples.sort(key=lambda s: split.eval_keys.index(s.key))
         # One batch per latent shape (all samples at once for a uniform cache): a few forwards per σ level.
