@@ -113,7 +113,8 @@ def build_latents(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: b
 
 
 # How the transformer is held in training changes no latent or prompt embedding: not part of the cache keys.
-TRAINING_ONLY_MODEL_KEYS = ("gradient_checkpointing", "base_precision", "offload", "compile", "attention_backend")
+TRAINING_ONLY_MODEL_KEYS = ("gradient_checkpointing", "base_precision", "offload", "compile", "attention_backend",
+                           "cross_modulation")
 
 
 def encoding_identity(cfg: Config) -> dict:
