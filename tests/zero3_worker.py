@@ -1,6 +1,7 @@
-"""One rank of the ZeRO-3 test (``torchrun --nproc_per_node=2 tests/zero3_worker.py OUT_DIR``): build the tiny
-transformer under ``deepspeed.zero.Init`` (the trainer's path), attach LoRA, train a few steps, and write what this
-rank holds of the frozen base to ``OUT_DIR/rank<N>.json``."""
+"""One rank of the ZeRO-3 test (``torchrun --nproc_per_node=2 tests/zero3_worker.py OUT_DIR [CHECKPOINT_DIR]``):
+build the tiny transformer under ``deepspeed.zero.Init`` (the trainer's path), attach LoRA, train a few steps, and
+write what this rank holds of the frozen base to ``OUT_DIR/rank<N>.json``; with CHECKPOINT_DIR, also load
+``model=ltx23`` weights from that diffusers-format folder shard by shard."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 import yaml
 
 from ltxlab.config.schema import LoraConfig, OptimConfig
+from ltxlab.models import tiny
 from ltxlab.models.loader import load_transformer
 from ltxlab.models.spec import ModelConfig
 from ltxlab.train.engine import build_engine, partitioned_init
@@ -46,11 +48,27 @@ def main(out_dir: Path) -> None:
         losses.append(loss.item())
     # After training, still no rank holds the full base: every frozen weight is a shard between forwards.
     resident = sum(p.data.numel() for p in engine.module.parameters() if not p.requires_grad)
-    result = {"rank": engine.global_rank, "world": engine.world_size, "full_numel": full, "local_numel": local,
+    loaded = check_real_weights_path(out_dir, ds_base, optim) if len(sys.argv) > 2 else None
+    result = {"loaded_equal": loaded, "rank": engine.global_rank, "world": engine.world_size, "full_numel": full,
+              "local_numel": local,
               "largest_full": largest_full, "largest_local": largest_local, "resident_after": resident,
               "losses": losses, "finite": all(math.isfinite(x) for x in losses)}
     (out_dir / f"rank{engine.global_rank}.json").write_text(json.dumps(result))
     torch.distributed.barrier()
+
+
+def check_real_weights_path(out_dir: Path, ds_base: dict, optim: OptimConfig) -> bool:
+    """model=ltx23 from a diffusers-format folder (the tiny weights saved by the test): streamed into the shards,
+    equal to the saved weights when gathered."""
+    import deepspeed
+
+    cfg = ModelConfig(name="ltx23", checkpoint_dir=sys.argv[2])
+    model = load_transformer(cfg, init_context=partitioned_init(ds_base, optim))
+    expected = tiny.build_transformer(0).state_dict()
+    params = dict(model.named_parameters())
+    assert all(p.ds_tensor.numel() < p.ds_numel for p in params.values() if p.ds_numel > 2)
+    with deepspeed.zero.GatheredParameters(list(params.values())):
+        return all(torch.equal(p.data, expected[k]) for k, p in params.items())
 
 
 if __name__ == "__main__":

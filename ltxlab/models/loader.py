@@ -73,7 +73,12 @@ def load_transformer(cfg: ModelConfig, init_context: contextlib.AbstractContextM
     if cfg.cross_modulation not in CROSS_MODULATIONS:
         raise ConfigError(f"model.cross_modulation: {cfg.cross_modulation!r} is not one of {list(CROSS_MODULATIONS)}")
     with init_context or contextlib.nullcontext():  # deepspeed.zero.Init partitions the weights as they are built
-        model = _component(cfg, "transformer")
+        if init_context is not None and cfg.name == "ltx23":  # real weights: streamed into the shards
+            from ltxlab.models.partitioned import load_partitioned_transformer
+
+            model = _frozen(load_partitioned_transformer(cfg, torch_dtype(cfg)), torch_dtype(cfg))
+        else:
+            model = _component(cfg, "transformer")
     set_cross_modulation(model, cfg.cross_modulation)
     quantize_base(model, cfg.base_precision)
     if cfg.attention_backend != "native":

@@ -84,15 +84,15 @@ def zero_stage(ds_base: dict[str, Any]) -> int:
     return int(ds_base.get("zero_optimization", {}).get("stage", 0))
 
 
-def partitioned_init(ds_base: dict[str, Any], optim: OptimConfig):
-    """Under ZeRO-3, a ``deepspeed.zero.Init`` context: each rank keeps only its shard of every weight as the
-    model is built, so the full base is never materialised on one GPU. Otherwise None."""
+def partitioned_init(ds_base: dict[str, Any], optim: OptimConfig, dtype: torch.dtype | None = None):
+    """Under ZeRO-3, a ``deepspeed.zero.Init`` context: each rank keeps only its shard of every weight (in
+    ``dtype``) as the model is built, so the full base is never materialised on one GPU. Otherwise None."""
     if zero_stage(ds_base) != 3:
         return None
     import deepspeed
 
     ensure_process_group_env()
-    return deepspeed.zero.Init(config_dict_or_path=deepspeed_config(ds_base, optim))
+    return deepspeed.zero.Init(config_dict_or_path=deepspeed_config(ds_base, optim), dtype=dtype)
 
 
 def build_engine(model: nn.Module, optim: OptimConfig, ds_base: dict[str, Any]):

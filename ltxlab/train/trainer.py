@@ -16,7 +16,7 @@ from ltxlab import distributed
 from ltxlab.config.schema import Config
 from ltxlab.data.pipeline import LatentCache
 from ltxlab.errors import ConfigError
-from ltxlab.models.loader import load_transformer, place_transformer
+from ltxlab.models.loader import load_transformer, place_transformer, torch_dtype
 from ltxlab.modes import ShiftedLogitNormal, build_mode
 from ltxlab.train import checkpoint, resume
 from ltxlab.train.batches import ShardBatches
@@ -55,7 +55,8 @@ def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool 
           stop_after_steps: int | None = None) -> TrainOutcome:
     device = training_device()
     # Built on the host (ZeRO-3: partitioned while built); moved after LoRA so offloaded weights never reach the GPU.
-    transformer = load_transformer(cfg.model, init_context=partitioned_init(cfg.deepspeed, cfg.optim))
+    transformer = load_transformer(cfg.model, init_context=partitioned_init(cfg.deepspeed, cfg.optim,
+                                                                            torch_dtype(cfg.model)))
     peft_config = attach_lora(transformer, cfg.lora, seed=cfg.train.seed)
     transformer = place_transformer(transformer, cfg.model, device)
     engine = build_engine(transformer, cfg.optim, cfg.deepspeed)
