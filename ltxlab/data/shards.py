@@ -66,7 +66,9 @@ class ShardWriter:
     def __init__(self, directory: Path, samples_per_shard: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self._writer = wds.ShardWriter(str(directory / SHARD_PATTERN), maxcount=samples_per_shard, verbose=0)
+        # A fixed member mtime: the same samples give byte-identical shards (a rebuilt cache equals the first build).
+        self._writer = wds.ShardWriter(str(directory / SHARD_PATTERN), maxcount=samples_per_shard, verbose=0,
+                                       mtime=0)
         self.count = 0
 
     def write(self, sample: EncodedSample) -> None:
