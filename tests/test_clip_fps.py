@@ -69,5 +69,5 @@ def test_clips_of_different_durations_cannot_share_a_batch() -> None:
     g = torch.Generator().manual_seed(0)
     a, b = _sample("a", 24.0, g), _sample("b", 60.0, g)
     a.tensors["audio"], b.tensors["audio"] = torch.randn(18, 16), torch.randn(8, 16)
-    with pytest.raises(ValueError, match="optim.batch_size=1"):
+    with pytest.raises(ValueError, match=r"optim\.batch_size=1"):
         collate([a, b], torch.device("cpu"), fps=24.0)
