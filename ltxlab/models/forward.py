@@ -98,7 +98,8 @@ def call_transformer(transformer: nn.Module, *, video: Tensor, audio: Tensor, te
         use_cross_timestep=True,  # the gate always reads the other modality's σ
         return_dict=False,
     )
-    if cross_modulation_of(transformer) == "legacy":
+    if cross_modulation_of(transformer) == "legacy" or isolate_modalities:
+        # Isolated passes skip the A↔V cross-attention: its modulation is unused, so skip the per-token AdaLN.
         return transformer(**call)
     with _own_timestep_scale_shift(model, video_timesteps, audio_timesteps):
         return transformer(**call)
