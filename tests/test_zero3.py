@@ -37,4 +37,6 @@ def test_zero3_two_ranks_never_hold_the_full_base(tmp_path: Path) -> None:
         assert rank["largest_local"] < rank["largest_full"]
         assert rank["resident_after"] == 0  # between steps no frozen weight is gathered
         assert rank["losses"][-1] < rank["losses"][0]  # LoRA trains through the partitioned base
+        assert rank["export_numel"] == rank["expected_lora_numel"] > 0  # the export has the full LoRA ...
+        assert rank["trained_b"] > 0  # ... with its trained values (lora_B starts at zero)
     assert sum(r["local_numel"] for r in ranks) >= ranks[0]["full_numel"]  # together they hold all of it

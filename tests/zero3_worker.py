@@ -14,10 +14,11 @@ import torch
 import yaml
 
 from ltxlab.config.schema import LoraConfig, OptimConfig
+from ltxlab.export import lora_state_dict
 from ltxlab.models import tiny
 from ltxlab.models.loader import load_transformer
 from ltxlab.models.spec import ModelConfig
-from ltxlab.train.engine import build_engine, partitioned_init
+from ltxlab.train.engine import build_engine, gather_trainable, partitioned_init
 from ltxlab.train.lora import attach_lora
 from ltxlab.train.step import compute_loss, predict
 from tests.test_export import random_inputs
@@ -48,11 +49,18 @@ def main(out_dir: Path) -> None:
         losses.append(loss.item())
     # After training, still no rank holds the full base: every frozen weight is a shard between forwards.
     resident = sum(p.data.numel() for p in engine.module.parameters() if not p.requires_grad)
+    gather_trainable(engine.module)  # what the trainer does before the export
+    exported = lora_state_dict(engine.module)
+    export_numel = sum(v.numel() for v in exported.values())
+    trained_b = max(float(v.abs().max()) for k, v in exported.items() if "lora_B" in k)  # zero-initialised
+    expected_numel = sum(p.ds_numel for p in engine.module.parameters() if p.requires_grad)
     loaded = check_real_weights_path(out_dir, ds_base, optim) if len(sys.argv) > 2 else None
     result = {"loaded_equal": loaded, "rank": engine.global_rank, "world": engine.world_size, "full_numel": full,
               "local_numel": local,
               "largest_full": largest_full, "largest_local": largest_local, "resident_after": resident,
-              "losses": losses, "finite": all(math.isfinite(x) for x in losses)}
+              "losses": losses, "export_numel": export_numel, "expected_lora_numel": expected_numel,
+              "trained_b": trained_b,
+              "finite": all(math.isfinite(x) for x in losses)}
     (out_dir / f"rank{engine.global_rank}.json").write_text(json.dumps(result))
     torch.distributed.barrier()
 

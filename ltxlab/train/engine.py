@@ -106,3 +106,16 @@ def build_engine(model: nn.Module, optim: OptimConfig, ds_base: dict[str, Any]):
                                            config=deepspeed_config(ds_base, optim), dist_init_required=True)
     return engine
 
+
+def gather_trainable(module: nn.Module) -> None:
+    """End of a ZeRO-3 run (every rank calls it): each rank holds a shard of every LoRA weight; gather them and
+    leave the full trained tensors in the module, so rank 0 exports real weights. No-op without ZeRO-3."""
+    params = [p for p in module.parameters() if p.requires_grad and hasattr(p, "ds_tensor")]
+    if not params:
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(params):
+        full = [p.data.clone() for p in params]
+    for param, data in zip(params, full, strict=True):
+        param.data = data  # training is over: no ZeRO hook gathers these again

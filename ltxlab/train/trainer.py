@@ -20,7 +20,7 @@ from ltxlab.models.loader import load_transformer, place_transformer, torch_dtyp
 from ltxlab.modes import ShiftedLogitNormal, build_mode
 from ltxlab.train import checkpoint, resume
 from ltxlab.train.batches import ShardBatches
-from ltxlab.train.engine import build_engine, partitioned_init
+from ltxlab.train.engine import build_engine, gather_trainable, partitioned_init
 from ltxlab.train.heldout import HeldoutLoss, split_heldout
 from ltxlab.train.loop import run_loop
 from ltxlab.train.lora import attach_lora
@@ -120,5 +120,6 @@ def train(cfg: Config, latents: LatentCache, run_dir: Path, show_progress: bool 
         metrics.finish()
         batches.close()
     final = result.losses[-1] if result.losses else None
+    gather_trainable(engine.module)  # ZeRO-3: full LoRA weights for the export
     return TrainOutcome(transformer=engine.module, peft_config=peft_config, finished=result.finished,
                         final_loss=final, is_main_process=rank == 0, reel=reel, val_loss=val_loss)
