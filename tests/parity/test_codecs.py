@@ -14,6 +14,7 @@ from ltx_core.model.audio_vae.vocoder import MelSTFT, Vocoder, VocoderWithBWE
 from ltx_core.model.common.normalization import NormType
 from ltx_core.model.video_vae.enums import LogVarianceType, NormLayerType, PaddingModeType
 from ltx_core.model.video_vae.video_vae import VideoDecoder, VideoEncoder
+from ltx_core.types import AudioLatentShape
 
 from ltxlab.models import codecs, ltx23, tiny
 from tests.parity.conftest import core_audio_positions, core_state_from, core_video_positions
@@ -162,3 +163,14 @@ def test_vocoder_equals_ltx_core_including_the_first_stage_clamp() -> None:
         unclamped = LTX2VocoderWithBWE.from_config(VOCODER | {"final_act_fn": None}).eval()
         unclamped.load_state_dict(ours.state_dict())
         assert not torch.allclose(unclamped(mel), want, atol=1e-3)
+
+
+def test_audio_latent_length_follows_ltx_core_from_duration() -> None:
+    durations = [frames / fps for frames in (9, 17, 25, 49, 89, 97, 121) for fps in (8, 12, 24, 25, 30, 50, 60)]
+    for duration in [*durations, 0.5, 1.0, 2.02, 4.1, 3.7]:
+        expected = AudioLatentShape.from_duration(batch=1, duration=duration).frames
+        assert codecs.audio_latent_frames_for_duration(duration) == expected, duration
+    # Encoding a waveform of that duration yields one more latent in most settings (the old sampling length).
+    longer = sum(codecs.audio_latent_length(round(d * 16000)) > codecs.audio_latent_frames_for_duration(d)
+                 for d in durations)
+    assert longer > len(durations) // 2
