@@ -1,9 +1,9 @@
 """Multi-process training on CPU (gloo), through the real launchers: torchrun and the deepspeed launcher.
 
-Five launches in all, shared by the tests through module fixtures (each costs ~20-60 s on 2 cores): the data
+Six launches in all, shared by the tests through module fixtures (each costs ~20-60 s on 2 cores): the data
 stage alone (``python -m ltxlab.encode``), an uninterrupted 2-rank run, the same on 1 rank with accumulation 2,
-and a 2-rank run stopped by SIGTERM then resumed with the other launcher. The README's multi-GPU section shows
-these commands.
+a 2-rank run stopped by SIGTERM then resumed with the other launcher, and a 2-rank run on a bad dataset. The
+README's multi-GPU section shows these commands.
 """
 
 from __future__ import annotations
