@@ -43,7 +43,7 @@ def test_every_combination_composes_and_validates(compose_cfg) -> None:
         assert isinstance(typed, Config)
         assert typed.mode.name == choice["mode"]
         assert typed.model.name == choice["model"]
-        assert typed.deepspeed["zero_optimization"]["stage"] == int(choice["deepspeed"][-1])
+        assert typed.deepspeed["zero_optimization"]["stage"] == int(choice["deepspeed"][len("zero")])
         if choice["preset"] == "seed":
             assert typed.resolution.name == choice["resolution"]
         count += 1

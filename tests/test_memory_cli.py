@@ -51,7 +51,7 @@ def test_int8_base_trains_and_exports_the_bf16_format(tmp_path: Path, cache_dir:
 def test_adamw8bit_trains_with_8bit_state(tmp_path: Path, cache_dir: Path) -> None:
     run = tmp_path / "adamw8bit"
     # Tiny LoRA tensors are below bitsandbytes' default 4096-element floor: 0 puts every one in 8 bits.
-    cli(run, cache_dir, *QUICK, "optim=adamw8bit", "optim.min_8bit_size=0")
+    cli(run, cache_dir, *QUICK, "optim.optimizer=adamw8bit", "optim.min_8bit_size=0")
     got = losses(run)
     assert len(got) == 100 and _learns(got), got[:5] + got[-5:]
     states = list((run / "checkpoints" / "step_000100").glob("*optim_states.pt"))
