@@ -3,9 +3,9 @@ and LR schedule untouched — the same way under every ZeRO stage, counted, logg
 
 ZeRO 1–3 detect the overflow themselves (all ranks agree through their reduction) and then skip both the
 optimizer step and the scheduler advance. ZeRO-0 has no such check: here the gradient norm is computed on the
-device after backward, read in the one host sync the loop already makes for logging, and on overflow the gradients
-are left unapplied and the optimizer is flagged, so DeepSpeed skips the scheduler exactly as ZeRO does. The gradients are
-all-reduced before the check, so every rank takes the same decision.
+device after backward, read in the one host sync the loop already makes for logging, and on overflow the optimizer
+step is replaced by a no-op for that step and the optimizer flagged, so DeepSpeed skips the scheduler exactly as
+ZeRO does. The gradients are all-reduced before the check, so every rank takes the same decision.
 
 A skipped step does not count as a training step: the next batch retries it, so the LR schedule stays aligned with
 the applied steps. After ``train.max_nonfinite_steps`` skips, or as soon as the LoRA weights themselves are not
