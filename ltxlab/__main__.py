@@ -90,6 +90,9 @@ def hydra_entry(task: Callable[[DictConfig], float | None]) -> None:
 
 
 def _train(cfg: DictConfig) -> float | None:
+    from ltxlab.models.quantize import quiet_optional_backends
+
+    quiet_optional_backends()  # before the recipe's imports pull in diffusers, which imports torchao/bitsandbytes
     from ltxlab.recipe import run_from_hydra  # deferred: --help and --cfg stay fast
 
     return run_from_hydra(cfg)

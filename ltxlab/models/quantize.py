@@ -14,6 +14,7 @@ output projections, AdaLN and timestep embedders stay in `model.dtype`.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 from torch import nn
@@ -28,9 +29,20 @@ PRECISIONS = (*UNQUANTIZED, *QUANTIZED)
 FP8_MIN_CAPABILITY = (8, 9)  # Ada / Hopper: e4m3 tensor cores
 
 
+# Import-time warnings of the optional backends about kernels this machine lacks (torchao's CUDA / mxfp8 builds
+# on CPU, bitsandbytes' CPU 4-bit kernels, the torch.compile enum notices torchao triggers, diffusers' torchao
+# checkpoint-loading hook): not errors, and printed by every process that imports diffusers.
+_NOISY_ON_IMPORT = ("torchao", "bitsandbytes", "torch.utils._pytree", "diffusers.quantizers.torchao")
+
+
+def quiet_optional_backends() -> None:
+    """Call before the first ``diffusers`` / ``peft`` import (they import torchao and bitsandbytes)."""
+    for name in _NOISY_ON_IMPORT:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _quiet_torchao() -> None:
-    """torchao logs a warning per CUDA kernel library it cannot load on a CPU-only build; they are not errors."""
-    logging.getLogger("torchao").setLevel(logging.ERROR)
+    quiet_optional_backends()
 
 
 def _torchao_config(precision: str):
@@ -97,7 +109,10 @@ def quantize_base(transformer: nn.Module, precision: str) -> nn.Module:
     blocks = getattr(transformer, "transformer_blocks", None)
     if blocks is None:
         raise TypeError(f"{type(transformer).__name__} has no transformer_blocks to quantize")
-    quantize_linears(blocks, precision, "model.base_precision")
+    if quantize_linears(blocks, precision, "model.base_precision"):
+        # peft warns that its torchao LoRA layer cannot merge without a re-quantization recipe: LoRA is trained
+        # and exported as separate tensors here, never merged into the quantized base.
+        warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated without", category=UserWarning)
     return transformer
 
 
