@@ -118,9 +118,9 @@ class TrainConfig:
     checkpoint_interval: int = 250
     keep_checkpoints: int = 2
     resume: bool = True  # continue from the run directory's last checkpoint when one exists
-    # Shifted logit-normal sigma sampler (ltx-trainer reference values).
     # Optimizer steps with non-finite loss/gradients skipped before training aborts (ltxlab/train/guard.py).
     max_nonfinite_steps: int = 5
+    # Shifted logit-normal sigma sampler (ltx-trainer reference values).
     sigma_shift_min: float = 0.95  # mu at 1024 tokens
     sigma_shift_max: float = 2.05  # mu at 4096 tokens
     sigma_uniform_fraction: float = 0.1
