@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,19 @@ from ltxlab.train.trainer import train
 from tests.cli_runs import REPO
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.parametrize("zero", ["zero0", "zero2"])
-def test_nonfinite_steps_are_skipped_counted_then_abort(compose_cfg, cache_dir: Path, tmp_path: Path,
-                                                       zero: str) -> None:
+def test_nonfinite_steps_are_skipped_counted_then_abort(compose_cfg, cache_dir: Path, tmp_path: Path, zero: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # The in-process process group's variables go away after the test: later CLI runs must pick their own port.
+    for var, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
+                       ("MASTER_PORT", str(_free_port()))):
+        monkeypatch.setenv(var, os.environ.get(var, value))
     cfg = validate(compose_cfg(f"deepspeed={zero}", "validation=none", "logger=none", "logger.progress_bar=false",
                                f"data.cache_dir={cache_dir}", "train.checkpoint_interval=1",
                                "train.max_nonfinite_steps=3", "optim.warmup_steps=10"))
