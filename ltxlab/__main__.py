@@ -11,18 +11,16 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import hydra
 from hydra.errors import ConfigCompositionException, OverrideParseException
 from omegaconf import DictConfig
 
 from ltxlab import distributed
+from ltxlab.config import CONF_DIR
 from ltxlab.config.schema import register_configs
 
 _FULL_ERROR = "HYDRA_FULL_ERROR"
-# Absolute: the task function is also defined here when another entry point (ltxlab.encode) imports this module.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 _LOCAL_RANK_ARG = re.compile(r"--local[_-]rank(?:=(\d+))?$")
 
 
@@ -55,7 +53,7 @@ def prepare_launch(argv: list[str]) -> list[str]:
 
 
 def hydra_entry(task: Callable[[DictConfig], float | None]) -> None:
-    """Compose the config from ``conf/`` and run ``task`` on it; composition errors are bad input (exit 2)."""
+    """Compose the config from ``ltxlab/conf/`` and run ``task`` on it; composition errors are bad input (exit 2)."""
     register_configs()
     sys.argv[1:] = prepare_launch(sys.argv[1:])
     user_setting = os.environ.get(_FULL_ERROR)
@@ -66,7 +64,9 @@ def hydra_entry(task: Callable[[DictConfig], float | None]) -> None:
         else:
             os.environ[_FULL_ERROR] = user_setting
 
-    @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+    # An absolute config path (the package's ltxlab/conf): the task function is also defined here when another
+    # entry point (ltxlab.encode) imports this module, and runs from any working directory.
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def entry(cfg: DictConfig) -> float | None:
         restore_user_setting()  # composed: from here on a failure is a crash, reported the way Hydra always did
         register_configs()  # a submitit task runs this function in a fresh process: resolvers are needed there

@@ -1,6 +1,6 @@
 """What a multirun job is within its sweep: its swept values, W&B run name, group and tags, and its record.
 
-Swept keys are those of ``hydra.sweeper.params`` (the configs in ``sweeps/``, Optuna's search space) plus the
+Swept keys are those of ``hydra.sweeper.params`` (the ``sweep`` group's configs, Optuna's search space) plus the
 sweep overrides of the command line (``lora.rank=8,32``, read back from the sweep's ``multirun.yaml``, or the
 process arguments where the sweeper writes none). A job's values come from its own overrides, so the name is the
 same whichever launcher ran it (in process, joblib, SLURM).
@@ -112,7 +112,9 @@ def job_identity(hydra_cfg: DictConfig) -> JobIdentity | None:
     identity = JobIdentity(name="", group=None, swept=swept, shown=shown)
     identity.name = ",".join(identity.tags) or f"job{hydra_cfg.job.num}"
     sweep_dir = Path(hydra_cfg.sweep.dir)
-    identity.group = f"{hydra_cfg.job.config_name}-{'_'.join(sweep_dir.parts[-2:])}"
+    # Named after the sweep config (`+sweep=rank_lr`); an ad-hoc sweep after the primary config.
+    launched = OmegaConf.select(hydra_cfg, "runtime.choices.sweep") or hydra_cfg.job.config_name
+    identity.group = f"{launched}-{'_'.join(sweep_dir.parts[-2:])}"
     return identity
 
 

@@ -9,10 +9,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from ltxlab.config import CONF_DIR
 from ltxlab.config.schema import register_configs
 
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
 
 
 @pytest.fixture(scope="session")

@@ -157,18 +157,18 @@ def test_cli_rejects_bad_values_before_doing_anything(tmp_path) -> None:
     ("a2v_rank_lr", {"lora.rank": "8,16,32", "optim.learning_rate": "1e-4,2e-4,4e-4"}),
 ])
 def test_sweeps_extend_the_main_config(sweep: str, params: dict[str, str]) -> None:
-    """``python -m ltxlab --multirun --config-dir sweeps --config-name <sweep>``: the grid, no fixed W&B group
-    (each launch gets its own, named at run time), and every point of the grid valid."""
+    """``ltxlab --multirun +sweep=<sweep>`` (the shipped ``sweep`` group): the grid, no fixed W&B group (each
+    launch gets its own, named at run time), and every point of the grid valid."""
     from hydra import compose, initialize_config_dir
 
     from ltxlab.config.schema import register_configs
 
     register_configs()
-    search = f"hydra.searchpath=[file://{CONF_DIR}]"
-    with initialize_config_dir(config_dir=str(REPO / "sweeps"), version_base="1.3"):
-        cfg = compose(config_name=sweep, return_hydra_config=True, overrides=[search])
+    chosen = f"+sweep={sweep}"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True, overrides=[chosen])
         assert dict(cfg.hydra.sweeper.params) == params
         assert cfg.logger.group is None
         grid = itertools.product(*([f"{k}={v}" for v in values.split(",")] for k, values in params.items()))
         for point in grid:
-            validate(compose(config_name=sweep, overrides=[search, *point]))
+            validate(compose(config_name="config", overrides=[chosen, *point]))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ltxlab.config import CONF_DIR
 from tests.cli_runs import REPO
 from tests.wandb_records import run_record
 
@@ -108,7 +109,7 @@ def test_job_names_from_sweeper_params_and_command_line_sweeps(monkeypatch) -> N
     hydra_cfg = OmegaConf.create({
         "mode": RunMode.MULTIRUN, "sweep": {"dir": "/nowhere/2026-12-01/21-30-00"},
         "sweeper": {"params": {"optim.learning_rate": "tag(log, interval(1e-5, 1e-3))", "lora.rank": "choice(8, 16)"}},
-        "job": {"num": 3, "config_name": "optuna"},
+        "job": {"num": 3, "config_name": "config"}, "runtime": {"choices": {"sweep": "optuna"}},
         "overrides": {"task": ["optim.learning_rate=0.00012345678901", "lora.rank=16", "data.cache_dir=/x",
                                "mode.first_frame_conditioning_p=4e-1"]}})
     monkeypatch.setattr(sys, "argv", ["ltxlab", "--multirun", "mode.first_frame_conditioning_p=4e-1,1.0",
@@ -127,15 +128,14 @@ def test_optuna_and_slurm_configs_compose() -> None:
     from ltxlab.config.schema import register_configs
 
     register_configs()
-    search = f"hydra.searchpath=[file://{REPO / 'conf'}]"
-    with initialize_config_dir(config_dir=str(REPO / "sweeps"), version_base="1.3"):
-        optuna = compose(config_name="optuna", return_hydra_config=True, overrides=[search]).hydra.sweeper
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        optuna = compose(config_name="config", return_hydra_config=True, overrides=["+sweep=optuna"]).hydra.sweeper
         assert optuna._target_.endswith("OptunaSweeper") and optuna.direction == "minimize"
         assert dict(optuna.params) == {"optim.learning_rate": "tag(log, interval(5e-5, 2e-3))",
                                        "lora.rank": "choice(8, 16, 32, 64, 128)",
                                        "mode.first_frame_conditioning_p": "interval(0.0, 1.0)"}
-        a2v = compose(config_name="optuna_a2v", return_hydra_config=True, overrides=[search])
+        a2v = compose(config_name="config", return_hydra_config=True, overrides=["+sweep=optuna_a2v"])
         assert a2v.mode.name == "a2v" and "mode.first_frame_conditioning_p" not in a2v.hydra.sweeper.params
-        slurm = compose(config_name="rank_lr", return_hydra_config=True,
-                        overrides=[search, "hydra/launcher=slurm"]).hydra.launcher
+        slurm = compose(config_name="config", return_hydra_config=True,
+                        overrides=["+sweep=rank_lr", "hydra/launcher=slurm_sweep"]).hydra.launcher
         assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1 and slurm.tasks_per_node == 1

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from ltxlab.config import CONF_DIR
 from ltxlab.config.schema import LoraConfig, OptimConfig
 from ltxlab.export import lora_state_dict
 from ltxlab.models import tiny
@@ -23,11 +24,9 @@ from ltxlab.train.lora import attach_lora
 from ltxlab.train.step import compute_loss, predict
 from tests.test_export import random_inputs
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def main(out_dir: Path) -> None:
-    ds_base = yaml.safe_load((REPO / "conf" / "deepspeed" / "zero3.yaml").read_text())
+    ds_base = yaml.safe_load((CONF_DIR / "deepspeed" / "zero3.yaml").read_text())
     # Every tiny weight is below DeepSpeed's persistence threshold (1e5 elements), which would keep it whole on
     # every rank after the first forward; LTX-2.3's block weights (≥ 4096×2048) are far above it.
     ds_base["zero_optimization"]["stage3_param_persistence_threshold"] = 0

@@ -19,13 +19,13 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from ltxlab.config import CONF_DIR
 from ltxlab.config.schema import register_configs
 from ltxlab.config.validate import validate
 from ltxlab.data.cache import shard_checksum, verify_shards
 from ltxlab.data.pipeline import build_latents
 from ltxlab.data.sample import sample_dataset
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 LTX23_SAMPLE_BYTES = 2 * (128 * 12 * 24 * 24 + 1024 * (4096 + 2048))
 
 
@@ -33,7 +33,7 @@ def main(overrides: list[str]) -> None:
     register_configs()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = validate(compose(config_name="config", overrides=[
                 "validation=none", "logger=none", f"data.cache_dir={root / 'cache'}", *overrides]))
         sample_dataset(cfg.mode.name, root / "cache")  # not part of the encode being compared

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from ltxlab.config import CONF_DIR
 from ltxlab.config.schema import register_configs
 from ltxlab.config.validate import validate
 from ltxlab.data.pipeline import build_latents
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. mode=a2v deepspeed=zero0")
     args = parser.parse_args()
     register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         raw = compose("config", overrides=["logger=none", f"optim.number_of_steps={args.steps}",
                                            f"train.checkpoint_interval={args.steps}", *args.overrides])
     cfg = validate(raw)

@@ -2,7 +2,7 @@
 
 A wrong type, an unknown key, a missing group option or bad override grammar is the user's input like any other
 bad value: one ``error:`` line naming the key (with a suggestion where one is cheap), ``error.json`` (422) where a
-run would have written it, exit code 2. A failure no override explains (a broken ``conf/`` file) is re-raised.
+run would have written it, exit code 2. A failure no override explains (a broken ``ltxlab/conf/`` file) is re-raised.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from pathlib import Path
 from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from ltxlab.config import CONF_DIR
 from ltxlab.config.validate import unknown_key_message
 from ltxlab.errors import ConfigError, report_input_error
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the folder ltxlab/__main__.py's config_path names
 CONFIG_NAME = "config"
 
 
 def report_composition_error(exc: Exception) -> None:
     """Report a composition failure caused by a command-line override as bad input (exit 2); re-raise any other
-    (a broken conf/ file is our bug, exit 1)."""
+    (a broken ltxlab/conf/ file is our bug, exit 1)."""
     from hydra._internal.utils import get_args_parser  # the parser hydra.main itself used on this argv
 
     args = get_args_parser().parse_args()
