@@ -2,7 +2,7 @@
 
 JOB.json holds the seeds' parameter names, exactly, plus ``mode`` (``i2v`` | ``a2v``, default ``i2v``). Each
 parameter maps onto one Hydra key through ``PARAMETERS``, the one table; a parameter left out takes the config's
-default, which is the seeds' default for that mode (``preset=seed``, ``conf/mode/<mode>.yaml``), so no default is
+default, which is the seeds' default for that mode (``preset=seed``, ``ltxlab/conf/mode/<mode>.yaml``), so no default is
 written twice. Ranges and choices are checked by ``ltxlab.config.validate`` as for any run; this module checks
 names, modes and JSON types. Extra command-line overrides (``model=ltx23 model.checkpoint_dir=…``,
 ``hydra.run.dir=…``) are appended after the request's.

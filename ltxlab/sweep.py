@@ -141,7 +141,7 @@ def read_run_info(run_dir: Path) -> RunInfo | None:
 
 
 class SweepRecord(Callback):
-    """Hydra callback (``hydra.callbacks`` in ``conf/config.yaml``): each multirun job appends its name, swept
+    """Hydra callback (``hydra.callbacks`` in ``ltxlab/conf/config.yaml``): each multirun job appends its name, swept
     values, status and returned objective to ``<sweep dir>/sweep.jsonl``; the end of the sweep prints a summary
     naming the failed jobs and the best one."""
 

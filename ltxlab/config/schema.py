@@ -1,7 +1,7 @@
 """Typed configuration: one dataclass per Hydra group, registered in Hydra's ConfigStore.
 
-Defaults here are the service defaults from the seeds (``conf/preset/demo.yaml`` shrinks them for the demo).
-Cross-field rules and ranges live in ``ltxlab.config.validate``; the YAML under ``conf/`` only selects values.
+Defaults here are the service defaults from the seeds (``ltxlab/conf/preset/demo.yaml`` shrinks them for the demo).
+Cross-field rules and ranges live in ``ltxlab.config.validate``; the YAML under ``ltxlab/conf/`` only selects values.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    deepspeed: dict[str, Any] = field(default_factory=dict)  # native DeepSpeed JSON (conf/deepspeed/)
+    deepspeed: dict[str, Any] = field(default_factory=dict)  # native DeepSpeed JSON (ltxlab/conf/deepspeed/)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
