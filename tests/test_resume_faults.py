@@ -14,9 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from ltxlab.config.validate import validate
 from ltxlab.data.cache import verify_shards
-from ltxlab.data.pipeline import build_latents
 from tests.cli_runs import REPO, cli, losses
 
 FAST = ("validation=none", "train.checkpoint_interval=20")
@@ -98,7 +96,7 @@ def test_finished_run_rerun_is_a_noop_and_a_changed_lr_is_refused(demo_run: Path
     assert {name: (run_dir / name).read_bytes() for name in outputs} == before
 
 
-def test_two_runs_on_a_fresh_cache_share_one_build_that_heals_when_truncated(compose_cfg, tmp_path: Path) -> None:
+def test_two_runs_on_a_fresh_cache_share_one_build_that_heals_when_truncated(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     runs = [tmp_path / "a", tmp_path / "b"]
     procs = [subprocess.Popen(_command(run, cache, "validation=none"), cwd=REPO, stdout=subprocess.DEVNULL,
@@ -116,7 +114,11 @@ def test_two_runs_on_a_fresh_cache_share_one_build_that_heals_when_truncated(com
     with shard.open("r+b") as f:
         f.truncate(len(good) // 2)
     assert "has" in verify_shards(entry) and verify_shards(runs[0] / "shards") is not None
-    cfg = validate(compose_cfg("validation=none", f"data.cache_dir={cache}"))
-    latents = build_latents(cfg, runs[0], REPO, show_progress=False)
-    assert not latents.reused and shard.read_bytes() == good  # rebuilt, byte-identical (deterministic data)
+    # Healed by a fresh process, as the original build was: float kernels inside this pytest process may run with
+    # other thread settings left by earlier tests, which changes encoder rounding (not the cache's determinism).
+    cmd = [sys.executable, "-m", "ltxlab.encode", "logger=none", "logger.progress_bar=false",
+           f"hydra.run.dir={runs[0]}", f"data.cache_dir={cache}", "validation=none"]
+    healed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert healed.returncode == 0, healed.stderr[-2000:]
+    assert shard.read_bytes() == good  # the truncated shard was rebuilt, byte-identical (deterministic data)
     assert verify_shards(runs[0] / "shards") is None  # the run's stale link was replaced
