@@ -69,6 +69,13 @@ def os_error_message(err: OSError) -> str:
     return f"{' → '.join(paths)}: {reason}" if paths else reason
 
 
+def print_error_line(detail: str) -> None:
+    """Write ``error: <detail>`` and its newline in one write: every rank of a multi-process job reports, and
+    separate writes of text and newline to a shared pipe can interleave into one garbled line."""
+    sys.stderr.write(f"error: {detail}\n")
+    sys.stderr.flush()
+
+
 def report_failure(err: BaseException, run_dir: Path | None) -> NoReturn:
     """Report a failure that is not bad input and not a bug — an OS error, non-finite training, a cache that
     cannot be rebuilt — as one ``error:`` line, ``error.json`` where it can be written, and its own exit code."""
@@ -82,7 +89,7 @@ def report_failure(err: BaseException, run_dir: Path | None) -> NoReturn:
     if run_dir is not None:
         with contextlib.suppress(OSError):  # the run directory itself may be what failed: stderr still reports
             write_error_file(run_dir, status, type(err).__name__, detail)
-    print(f"error: {detail}", file=sys.stderr)
+    print_error_line(detail)
     sys.exit(code)
 
 
@@ -91,5 +98,5 @@ def report_input_error(err: InputError, run_dir: Path | None) -> NoReturn:
     in ``run_dir`` when there is one, exit code 2. Nothing is trained."""
     if run_dir is not None:
         write_error_file(run_dir, err.code, type(err).__name__, str(err))
-    print(f"error: {err}", file=sys.stderr)
+    print_error_line(str(err))
     sys.exit(EXIT_INPUT)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ltxlab.config.resolution import ASPECT_RATIOS, RESOLUTIONS
 from ltxlab.data.media import MediaError
-from ltxlab.errors import InputError, LtxlabError
+from ltxlab.errors import InputError, LtxlabError, print_error_line
 from ltxlab.export import CONFIG_FILE, DIFFUSERS_FILE
 from ltxlab.models import loader
 from ltxlab.models.spec import ModelConfig
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         work_dir = args.work_dir or args.out.resolve().parent / ".ltxlab_inputs"
         generate_clip(model_cfg, args.lora, inputs, settings, work_dir, device, out=args.out)
     except (LtxlabError, MediaError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print_error_line(str(e))
         return 2
     log.info("Wrote %s", args.out)
     return 0

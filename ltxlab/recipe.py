@@ -22,6 +22,7 @@ from ltxlab.errors import (
     InputError,
     TrainingDiverged,
     os_error_message,
+    print_error_line,
     report_failure,
     report_input_error,
     write_error_file,
@@ -116,7 +117,7 @@ def run_from_hydra(dict_cfg: DictConfig) -> float | None:
         RunInfo(identity.name, identity.group, identity.swept, status, result.val_loss,
                 result.final_loss).write(run_dir)
     if not result.finished:
-        print("stopped before the last step; run the same command again to resume", file=sys.stderr)
+        sys.stderr.write("stopped before the last step; run the same command again to resume\n")
         sys.exit(EXIT_RESUMABLE)
     return result.val_loss
 
@@ -131,7 +132,7 @@ def _failed(job: JobIdentity, run_dir: Path, status: int, kind: str, detail: str
         write_error_file(run_dir, status, kind, detail)
         RunInfo(job.name, job.group, job.swept, "failed", error=detail).write(run_dir)
     log.error("job %s failed (%d): %s; the sweep goes on", job.name, status, detail)
-    print(f"error: job {job.name}: {detail}", file=sys.stderr)
+    print_error_line(f"job {job.name}: {detail}")
     return FAILED_OBJECTIVE
 
 
