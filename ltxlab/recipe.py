@@ -31,7 +31,7 @@ from ltxlab.export import RunOutputs, billable_units, save_lora, training_config
 from ltxlab.sweep import FAILED_OBJECTIVE, JobIdentity, RunInfo, job_identity
 from ltxlab.train.guard import require_finite_weights
 from ltxlab.train.resume import finished_run
-from ltxlab.train.trainer import train
+from ltxlab.train.trainer import Trainer
 
 log = logging.getLogger("ltxlab")
 
@@ -56,7 +56,9 @@ def run(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True
                  "again", run_dir)
         _clear_earlier_failure(run_dir)
         return RunResult(True, done.get("final_loss"), done.get("val_loss"))
-    outcome = train(cfg, latents, run_dir, show_progress=show_progress)
+    with Trainer(cfg, latents, run_dir, show_progress=show_progress) as trainer:  # closes on the way out
+        trainer.setup()
+        outcome = trainer.train()
     if not outcome.finished or not outcome.is_main_process:
         return RunResult(outcome.finished, outcome.final_loss, outcome.val_loss)
     size = bucket_size(cfg.resolution.name, cfg.resolution.aspect_ratio)

@@ -1,5 +1,6 @@
-"""Resumable checkpoints: DeepSpeed engine state (LoRA weights, optimizer, LR schedule) plus our client state
-(step, RNG, data position). Frozen base weights are never written.
+"""Resumable checkpoints: DeepSpeed engine state (LoRA weights, optimizer, LR schedule) plus the client state the
+Trainer hands over (step, and each component's own state: data position, RNG streams, …). Frozen base weights are
+never written.
 
 A checkpoint counts only once complete: DeepSpeed writes the tag folder, then rank 0 points ``latest`` at it with an
 atomic rename. A kill at any moment (inside a save too) leaves the previous ``latest`` intact, and a half-written
@@ -78,7 +79,4 @@ def load(engine: Any, directory: Path) -> dict[str, Any] | None:
         return None
     path, client_state = engine.load_checkpoint(str(directory), tag=tag, load_module_strict=False,
                                                 load_optimizer_states=True, load_lr_scheduler_states=True)
-    if path is None:
-        return None
-    log.info("resumed from %s (step %d)", path, client_state["step"])
-    return client_state
+    return None if path is None else client_state

@@ -47,10 +47,16 @@ def _no_step(*args: Any, **kwargs: Any) -> None:
 
 
 class NonFiniteGuard:
-    def __init__(self, engine: Any, max_skips: int, skipped: int = 0) -> None:
-        self.engine, self.max_skips, self.skipped = engine, max_skips, skipped
+    def __init__(self, engine: Any, max_skips: int) -> None:
+        self.engine, self.max_skips, self.skipped = engine, max_skips, 0
         self._own_check = engine.zero_optimization_stage() == 0
         self._params = trainable(engine.module)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"skipped": self.skipped}  # the budget counts the whole run's skips, across resumes
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.skipped = state["skipped"]
 
     def gradient_norm(self) -> Tensor | None:
         """ZeRO-0: the global gradient norm as a device scalar (no sync); None where ZeRO checks itself."""

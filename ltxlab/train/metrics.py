@@ -51,6 +51,15 @@ class SigmaBuckets:
         self.counts.clear()
         return means
 
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict[str, dict[str, Any]]) -> None:
+        self.sums.clear()
+        self.counts.clear()
+        self.sums.update(state["sums"])
+        self.counts.update(state["counts"])
+
 
 HELDOUT_FILE = "heldout.jsonl"  # held-out records (`val/...`), apart so metrics.jsonl stays one line per step
 _WANDB_DIRS = (("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_DATA_DIR", "data"))

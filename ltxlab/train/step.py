@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ltxlab import distributed
 from ltxlab.models.forward import call_transformer
 from ltxlab.modes.inputs import LatentBatch, TrainingInputs
 
@@ -49,3 +50,17 @@ def autocast_for(device: torch.device, dtype: str) -> torch.autocast:
     """bf16 autocast on CUDA when the base model is bf16; full precision elsewhere (CPU tests, fp32 runs)."""
     enabled = device.type == "cuda" and dtype == "bfloat16"
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def read_step_values(video_losses: list[Tensor], audio_losses: list[Tensor],
+                     grad_norm: Tensor | None) -> dict[str, float]:
+    """The step's mean losses (and gradient norm, when given) as floats: one host sync."""
+    names, values = ["video_loss"], [torch.cat(video_losses).float().mean()]
+    if audio_losses:
+        names.append("audio_loss")
+        values.append(torch.cat(audio_losses).float().mean())
+    if grad_norm is not None:
+        names.append("grad_norm")
+        values.append(grad_norm.to(values[0].device))
+    # Averaged over ranks: the logged loss is the whole step's, and every rank's guard decides on the same value.
+    return dict(zip(names, distributed.mean_over_ranks(torch.stack(values)).tolist(), strict=True))

@@ -33,9 +33,7 @@ class SlotStreams:
         by_slot = dict(pair for pairs in gathered for pair in pairs)
         return {"slots": [by_slot[slot] for slot in range(self.total_slots)]}
 
-    def load_state_dict(self, state: dict[str, list[torch.Tensor]] | torch.Tensor) -> None:
-        if isinstance(state, torch.Tensor):  # a one-generator checkpoint (one rank, no accumulation)
-            state = {"slots": [state]}
+    def load_state_dict(self, state: dict[str, list[torch.Tensor]]) -> None:
         slots = state["slots"]
         if len(slots) != self.total_slots:
             raise ValueError(f"the checkpoint holds {len(slots)} random streams (ranks × accumulation), this run "
