@@ -1,0 +1,136 @@
+"""tools/pretrain_tiny.py and the procedural world it trains on: every stage runs, resumes, exports, and loads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ltxlab.errors import ConfigError
+from ltxlab.models import codecs, loader, tiny
+from ltxlab.models.spec import ModelConfig
+from ltxlab.pretrain import world
+from ltxlab.pretrain.codec_stages import init_vocoder_stft
+from ltxlab.pretrain.stages import COMPONENTS, StagePlan, train_stage
+from tests.cli_runs import REPO
+
+
+def pretrain_main(args: list[str]) -> int:
+    """The real tool, as a user runs it."""
+    proc = subprocess.run([sys.executable, "tools/pretrain_tiny.py", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def smoke_weights(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain") / "tiny"
+    assert pretrain_main(["--smoke", "--out", str(out), "--threads", "1"]) == 0
+    return out
+
+
+def test_smoke_run_writes_every_component_and_a_manifest(smoke_weights: Path) -> None:
+    manifest = json.loads((smoke_weights / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"video_vae", "audio", "transformer"}
+    assert all(np.isfinite(s["final_loss"]) for s in manifest["stages"].values())
+    for name in COMPONENTS:
+        tensors = load_file(smoke_weights / f"{name}.safetensors")
+        assert tensors and all(torch.isfinite(t).all() for t in tensors.values())
+    assert manifest["configs"]["video_vae"]["latent_channels"] == 16
+
+
+def test_model_tiny_weights_loads_the_pretrained_components(smoke_weights: Path) -> None:
+    cfg = ModelConfig(name="tiny", tiny_weights=str(smoke_weights))
+    vae, transformer = loader.load_video_vae(cfg), loader.load_transformer(cfg)
+    saved = load_file(smoke_weights / "video_vae.safetensors")
+    assert all(torch.equal(vae.state_dict()[k], v) for k, v in saved.items())
+    assert transformer.config.in_channels == vae.config.latent_channels == 16
+    pixels = torch.from_numpy(world.to_pixels(world.render_frames(world.random_spec(np.random.default_rng(1)), 9,
+                                                                  24, (64, 64))))[None]
+    latents = codecs.encode_video(vae, pixels)  # the exported latents_mean/std normalise without NaNs
+    assert latents.shape[1] == 16 and torch.isfinite(latents).all()
+    # The text stack is not pretrained: rebuilt from the manifest's seed, identical to the random family's.
+    text = loader.load_text_stack(cfg)
+    reference = tiny.build_text_encoder(0)
+    assert all(torch.equal(a, b) for a, b in zip(text.text_encoder.parameters(), reference.parameters(),
+                                                 strict=True))
+
+
+def test_a_second_run_skips_finished_stages_and_writes_the_same_weights(smoke_weights: Path, tmp_path) -> None:
+    before = {n: (smoke_weights / f"{n}.safetensors").read_bytes() for n in COMPONENTS}
+    work = smoke_weights.parent / f".pretrain_work_{smoke_weights.name}"
+    assert (work / "transformer" / "done.pt").exists()
+    assert pretrain_main(["--smoke", "--out", str(smoke_weights), "--threads", "1"]) == 0
+    assert {n: (smoke_weights / f"{n}.safetensors").read_bytes() for n in COMPONENTS} == before
+
+
+def test_an_interrupted_stage_resumes_to_the_uninterrupted_result(tmp_path) -> None:
+    """Data of each step is a pure function of the step, and the optimizer/scheduler state is checkpointed."""
+    target = torch.linspace(-1, 1, 8)
+
+    def run(work: Path, fail_at: int | None) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(8, 8)
+
+        def loss_at(step: int) -> torch.Tensor:
+            if step == fail_at:
+                raise KeyboardInterrupt
+            x = torch.randn(4, 8, generator=torch.Generator().manual_seed(step))
+            return (model(x) - target).pow(2).mean()
+
+        train_stage("lin", {"m": model}, loss_at, StagePlan(steps=7, batch=4, learning_rate=1e-2), work,
+                    checkpoint_every=2, progress=False)
+        return model.weight.detach().clone()
+
+    uninterrupted = run(tmp_path / "a", None)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", fail_at=5)
+    assert torch.load(tmp_path / "b" / "lin" / "state.pt", weights_only=True)["step"] == 4
+    assert torch.equal(run(tmp_path / "b", None), uninterrupted)
+
+
+def test_tiny_weights_without_a_manifest_is_a_config_error(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="model.tiny_weights: .* lacks manifest.json"):
+        loader.load_video_vae(ModelConfig(name="tiny", tiny_weights=str(tmp_path)))
+
+
+def test_vocoder_stft_buffers_are_filled_so_its_bandwidth_extension_can_train() -> None:
+    """diffusers and ltx-core build the BWE stage's STFT/mel buffers as zeros (the checkpoint fills them): with
+    zeros every gradient through the vocoder was NaN."""
+    vocoder = tiny.build_vocoder(0)
+    assert not vocoder.mel_stft.stft_fn.forward_basis.any()
+    init_vocoder_stft(vocoder)
+    t = torch.arange(16000) / 16000
+    tone = torch.sin(2 * torch.pi * 440.0 * t)[None]
+    log_mel, *_ = vocoder.mel_stft(tone)
+    assert int(log_mel[0].mean(dim=-1).argmax()) == int(codecs.mel_filterbank(257, 16).argmax(dim=0).sub(
+        round(440 / 8000 * 256)).abs().argmin())  # the tone's energy lands in the mel bin centred nearest 440 Hz
+    mel = codecs.log_mel(tone[None].expand(1, 2, -1).contiguous(), tiny.MEL_BINS).requires_grad_(True)
+    vocoder(mel).pow(2).mean().backward()
+    assert torch.isfinite(mel.grad).all()
+
+
+def test_measured_shape_follows_the_rendered_one() -> None:
+    spec = world.ClipSpec("circle", "red", "blue", "down right", (0.4, 0.4), 0.4, 0.08, "low", 2.0, 0.0)
+    frames = world.render_frames(spec, 17, 24, (256, 256))
+    cx, cy, radius = world.centres_and_radii(spec, 17, 24, (256, 256))
+    got_x, got_y, got_r = world.measure_shape(frames, "red")
+    assert np.abs(got_x - cx).max() < 1.0 and np.abs(got_y - cy).max() < 1.0
+    assert np.abs(got_r - radius).max() < 1.5  # anti-aliased edge: about a pixel
+    assert cx[-1] > cx[0] and cy[-1] > cy[0]  # "down right" in image coordinates
+    assert np.corrcoef(got_r, world.loudness(np.arange(17) / 24, 2.0, 0.0))[0, 1] > 0.99
+
+
+def test_measured_envelope_follows_the_loudness() -> None:
+    spec = world.ClipSpec("square", "white", "green", "pulsing", (0.5, 0.5), 0.0, 0.08, "mid-pitched", 1.5, 1.0)
+    wave = world.render_audio(spec, 2.0, 16000)
+    times = np.linspace(0.05, 1.95, 40)
+    envelope = world.envelope_of(wave, 16000, times)
+    assert np.corrcoef(envelope, world.loudness(times, 1.5, 1.0))[0, 1] > 0.99
