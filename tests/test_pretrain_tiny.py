@@ -97,7 +97,7 @@ def test_an_interrupted_stage_resumes_to_the_uninterrupted_result(tmp_path) -> N
 
 
 def test_tiny_weights_without_a_manifest_is_a_config_error(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="model.tiny_weights: .* lacks manifest.json"):
+    with pytest.raises(ConfigError, match=r"model\.tiny_weights: .* lacks manifest\.json"):
         loader.load_video_vae(ModelConfig(name="tiny", tiny_weights=str(tmp_path)))
 
 
