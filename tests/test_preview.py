@@ -277,3 +277,28 @@ def test_https_inputs_go_through_the_capped_downloader(media, tmp_path, monkeypa
     monkeypatch.setattr(media_inputs, "download", failing)
     with pytest.raises(InputError, match="404"):
         load_start_image("https://example.com/x.png", 64, 64, tmp_path)
+
+
+def test_with_a_lora_each_preview_shows_the_base_model_beside_it(media, text_stack, tmp_path) -> None:
+    """The left half is the base model on the same inputs and seeds (adapter off), rendered once per run."""
+    from ltxlab.config.schema import LoraConfig
+    from ltxlab.sample.preview import side_by_side
+    from ltxlab.train.lora import attach_lora
+
+    run = runner(media, text_stack, tmp_path, "i2v", with_audio=False, n=1, **SMALL)
+    base = run.runner.render(loader.load_transformer(MODEL), run.clips[0]).frames
+    transformer = loader.load_transformer(MODEL)
+    attach_lora(transformer, LoraConfig(rank=8), seed=0)
+    with torch.no_grad():
+        for name, param in transformer.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))  # a LoRA that changes the output
+    run.run(transformer, step=5)
+    lora = run.runner.render(transformer, run.clips[0]).frames
+    assert not np.array_equal(lora, base)
+    assert np.array_equal(run.base_frames[0], base)  # adapter switched off for the base half, back on after
+    check_video(run.last_previews[0], FRAMES, (2 * 64 + 8, 64))
+    expected = side_by_side(base, lora, 5)
+    assert expected.shape == (FRAMES, 64, 136, 3)
+    run.run(transformer, step=6)
+    assert np.array_equal(run.base_frames[0], base)  # not re-rendered: the base never changes

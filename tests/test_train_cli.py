@@ -70,7 +70,8 @@ def test_demo_reel_is_the_video_output(demo_run: Path) -> None:
     result = json.loads((demo_run / "result.json").read_text())
     assert result["video"] == str(demo_run / "video.mp4")
     info = probe_video(demo_run / "video.mp4")
-    assert (info.width, info.height, info.num_frames, info.fps) == (512, 512, 17, 24.0)  # validation settings
+    # validation settings; each preview shows the base model beside the LoRA (8 px apart)
+    assert (info.width, info.height, info.num_frames, info.fps) == (2 * 512 + 8, 512, 17, 24.0)
     assert info.has_audio
     previews = sorted(p.name for p in (demo_run / "previews").glob("*.mp4"))
     assert previews == ["reel_step_000050.mp4", "reel_step_000100.mp4", "step_000050_0.mp4", "step_000100_0.mp4"]

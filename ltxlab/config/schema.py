@@ -110,6 +110,8 @@ class ValidationConfig(SamplingSettings):
 
     samples: list[ValidationSample] = field(default_factory=list)  # seeds' `validation` (max 2)
     interval: int = 250  # steps between preview rounds (0 = only at the end)
+    # Show each preview beside the base model's clip for the same inputs (rendered once per run, adapter off).
+    compare_base: bool = True
 
 
 @dataclass

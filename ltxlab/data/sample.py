@@ -19,25 +19,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from ltxlab.data.cache import build_once
 from ltxlab.data.media_write import write_image, write_video, write_wav
+from ltxlab.pretrain import world
 
 GENERATOR_VERSION = 2  # 2: deterministic x264 (mbtree off)
 SAMPLE_RATE = 44100  # a typical source rate, so consumers exercise resampling to 16 kHz
 
-_COLOURS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40),
-    "green": (40, 190, 70),
-    "blue": (50, 80, 220),
-    "yellow": (235, 215, 40),
-    "orange": (240, 140, 30),
-    "purple": (140, 60, 190),
-    "white": (245, 245, 245),
-    "cyan": (40, 200, 210),
-}
+_COLOURS = world.COLOURS
 _SHAPES = ("circle", "square", "triangle")
 _DIRECTIONS = ("left to right", "right to left", "top to bottom", "bottom to top")
 
@@ -62,27 +53,11 @@ def _pick_look(rng: np.random.Generator, size: tuple[int, int]) -> _Look:
 
 
 def _gradient(size: tuple[int, int], name: str) -> np.ndarray:
-    """Vertical gradient from a dark to a light shade of the named colour."""
-    w, h = size
-    c = np.array(_COLOURS[name], np.float32)
-    t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
-    col = (0.25 + 0.6 * t) * c + 0.15 * 255 * t
-    return np.repeat(np.clip(col, 0, 255).astype(np.uint8)[:, None, :], w, axis=1)
+    return world.gradient(size, name)
 
 
 def _draw(canvas: np.ndarray, look: _Look, cx: float, cy: float, r: float) -> np.ndarray:
-    colour = tuple(int(v) for v in _COLOURS[look.colour])
-    # Fixed-point coordinates (shift=4) keep sub-pixel motion smooth.
-    s = 16
-    x, y, rr = round(cx * s), round(cy * s), max(1, round(r * s))
-    if look.shape == "circle":
-        cv2.circle(canvas, (x, y), rr, colour, -1, cv2.LINE_AA, 4)
-    elif look.shape == "square":
-        cv2.rectangle(canvas, (x - rr, y - rr), (x + rr, y + rr), colour, -1, cv2.LINE_AA, 4)
-    else:
-        pts = np.array([[x, y - rr], [x - rr, y + rr], [x + rr, y + rr]], np.int32)
-        cv2.fillPoly(canvas, [pts], colour, cv2.LINE_AA, 4)
-    return canvas
+    return world.draw_shape(canvas, look.shape, look.colour, cx, cy, r)
 
 
 def _name(prefix: str, i: int, n: int) -> str:

@@ -20,7 +20,7 @@ from diffusers import (
 )
 
 from ltxlab.errors import ConfigError
-from ltxlab.models import ltx23, tiny
+from ltxlab.models import ltx23, pretrained, tiny
 from ltxlab.models.forward import CROSS_MODULATIONS, set_cross_modulation
 from ltxlab.models.quantize import UNQUANTIZED, quantize_base, quantize_linears
 from ltxlab.models.spec import ModelConfig
@@ -62,8 +62,21 @@ def _component(cfg: ModelConfig, name: str) -> torch.nn.Module:
     _check_name(cfg)
     dtype = torch_dtype(cfg)
     if cfg.name == "tiny":
-        return _frozen(_TINY_BUILDERS[name](cfg.seed), dtype)
+        return _frozen(_tiny_component(cfg, name), dtype)
     return _frozen(ltx23.load_component(cfg, name, dtype), dtype)
+
+
+def _tiny_component(cfg: ModelConfig, name: str) -> torch.nn.Module:
+    """Random weights from ``model.seed``, or with ``model.tiny_weights`` the pretrained ones (their own sizes,
+    from the folder's manifest) for the components pretraining trains; the text stack stays seed-built, from the
+    seed pretraining used."""
+    if cfg.tiny_weights and name in pretrained.COMPONENTS:
+        return pretrained.PretrainedTiny.open(cfg.tiny_weights).build(name)
+    return _TINY_BUILDERS[name](_tiny_seed(cfg))
+
+
+def _tiny_seed(cfg: ModelConfig) -> int:
+    return pretrained.PretrainedTiny.open(cfg.tiny_weights).seed if cfg.tiny_weights else cfg.seed
 
 
 def load_transformer(cfg: ModelConfig, init_context: contextlib.AbstractContextManager | None = None,
@@ -118,7 +131,7 @@ def load_text_stack(cfg: ModelConfig) -> TextStack:
     _check_name(cfg)
     dtype = torch_dtype(cfg)
     if cfg.name == "tiny":
-        tokenizer, encoder = tiny.build_tokenizer(), tiny.build_text_encoder(cfg.seed)
+        tokenizer, encoder = tiny.build_tokenizer(), tiny.build_text_encoder(_tiny_seed(cfg))
     else:
         tokenizer, encoder = ltx23.load_text_encoder(cfg, dtype)
     connectors = _component(cfg, "connectors")

@@ -185,29 +185,40 @@ def text_encoder_config() -> Gemma3Config:
     )
 
 
+_CLASSES: dict[str, type] = {
+    "transformer": LTX2VideoTransformer3DModel, "connectors": LTX2TextConnectors,
+    "video_vae": AutoencoderKLLTX2Video, "audio_vae": AutoencoderKLLTX2Audio, "vocoder": LTX2VocoderWithBWE,
+}
+CONFIGS: dict[str, Any] = {
+    "transformer": transformer_config, "connectors": connectors_config, "video_vae": video_vae_config,
+    "audio_vae": audio_vae_config, "vocoder": vocoder_config,
+}
+
+
+def build_from_config(component: str, config: dict[str, Any], seed: int) -> torch.nn.Module:
+    """A diffusers component of the family from an explicit config (pretrained weights carry their own sizes)."""
+    with _seeded(seed, component):
+        return _CLASSES[component].from_config(config)
+
+
 def build_transformer(seed: int) -> LTX2VideoTransformer3DModel:
-    with _seeded(seed, "transformer"):
-        return LTX2VideoTransformer3DModel.from_config(transformer_config())
+    return build_from_config("transformer", transformer_config(), seed)
 
 
 def build_connectors(seed: int) -> LTX2TextConnectors:
-    with _seeded(seed, "connectors"):
-        return LTX2TextConnectors.from_config(connectors_config())
+    return build_from_config("connectors", connectors_config(), seed)
 
 
 def build_video_vae(seed: int) -> AutoencoderKLLTX2Video:
-    with _seeded(seed, "video_vae"):
-        return AutoencoderKLLTX2Video.from_config(video_vae_config())
+    return build_from_config("video_vae", video_vae_config(), seed)
 
 
 def build_audio_vae(seed: int) -> AutoencoderKLLTX2Audio:
-    with _seeded(seed, "audio_vae"):
-        return AutoencoderKLLTX2Audio.from_config(audio_vae_config())
+    return build_from_config("audio_vae", audio_vae_config(), seed)
 
 
 def build_vocoder(seed: int) -> LTX2VocoderWithBWE:
-    with _seeded(seed, "vocoder"):
-        return LTX2VocoderWithBWE.from_config(vocoder_config())
+    return build_from_config("vocoder", vocoder_config(), seed)
 
 
 def build_text_encoder(seed: int) -> Gemma3ForConditionalGeneration:

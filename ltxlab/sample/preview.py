@@ -26,7 +26,7 @@ from ltxlab.config.schema import ValidationConfig
 from ltxlab.data.media_write import write_video
 from ltxlab.models.spec import ModelConfig
 from ltxlab.models.text import PromptEmbeddings, TextStack, encode_prompts
-from ltxlab.sample.runner import ClipRunner, PreparedClip
+from ltxlab.sample.runner import ClipRunner, PreparedClip, RenderedClip
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,11 @@ class PreviewRunner:
             raise ValueError(f"{len(prompts.samples)} encoded validation prompts for {len(samples)} samples: "
                              "re-encode the validation prompts")
         self.audio_mode = "condition" if mode == "a2v" else ("generate" if with_audio else "absent")
+        self.compare_base = bool(validation_cfg.compare_base)
+        self.base_frames: list[np.ndarray] = []  # the base model's clip per sample, rendered at the first round
         self.out_dir = Path(out_dir)
         self.last_previews: list[Path] = []
+        self.last_rendered: list[RenderedClip] = []
         self.clips: list[PreparedClip] = []
         self.runner: ClipRunner | None = None
         if not samples:
@@ -115,16 +118,54 @@ class PreviewRunner:
             return None
         start = time.monotonic()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        rendered, paths = [], []
+        if self.compare_base and not self.base_frames:
+            self.base_frames = self._render_base(transformer)
+        rendered, paths, shown = [], [], []
         for i, clip in enumerate(self.clips):
             log.info("validation preview %d/%d at step %d…", i + 1, len(self.clips), step)  # no silent minute
             path = self.out_dir / f"step_{step:06d}_{i}.mp4"
-            rendered.append(self.runner.render(transformer, clip, path))
+            result = self.runner.render(transformer, clip)
+            frames = side_by_side(self.base_frames[i], result.frames, step) if self.base_frames else result.frames
+            write_video(path, frames, self.runner.fps, audio=result.track, sample_rate=result.sample_rate)
+            rendered.append(result)
+            shown.append(frames)
             paths.append(path)
         reel = self.out_dir / f"reel_step_{step:06d}.mp4"
-        write_video(reel, (f for r in rendered for f in r.frames), self.runner.fps,
+        write_video(reel, (f for frames in shown for f in frames), self.runner.fps,
                     audio=np.concatenate([r.track for r in rendered], axis=1), sample_rate=rendered[0].sample_rate)
         self.last_previews = paths
+        self.last_rendered = rendered
         log.info("Validation previews at step %d: %d samples in %.1f s -> %s", step, len(paths),
                  time.monotonic() - start, reel)
         return reel
+
+    def _render_base(self, transformer: nn.Module) -> list[np.ndarray]:
+        """Every sample rendered with the adapter switched off: what the base model makes of the same inputs (same
+        seeds, so the two halves differ only by the LoRA)."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        if not any(isinstance(m, BaseTunerLayer) for m in transformer.modules()):
+            return []  # no adapter: nothing to compare
+        log.info("validation: rendering the base model once (adapter off) for side-by-side previews")
+        transformer.disable_adapters()
+        try:
+            return [self.runner.render(transformer, clip).frames for clip in self.clips]
+        finally:
+            transformer.enable_adapters()
+
+
+def side_by_side(base: np.ndarray, lora: np.ndarray, step: int) -> np.ndarray:
+    """[F, H, 2W + gap, 3]: the base model's clip (left) and the LoRA's (right), each labelled."""
+    import cv2
+
+    gap = np.full((*base.shape[:2], 8, 3), 16, np.uint8)
+    frames = np.concatenate([base, gap, lora], axis=2).copy()
+    width = base.shape[2]
+    scale = max(0.4, base.shape[1] / 640)
+    for frame in frames:
+        for x, label in ((8, "base"), (width + 16, f"LoRA step {step}")):
+            cv2.putText(frame, label, (x, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3,
+                        cv2.LINE_AA)
+            cv2.putText(frame, label, (x, int(24 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                        1, cv2.LINE_AA)
+    return frames
