@@ -21,6 +21,7 @@ from ltxlab.config import CONF_DIR
 from ltxlab.config.schema import register_configs
 
 _FULL_ERROR = "HYDRA_FULL_ERROR"
+EXIT_SIGPIPE = 141  # 128 + SIGPIPE: what a shell reports for a writer whose pipe closed
 _LOCAL_RANK_ARG = re.compile(r"--local[_-]rank(?:=(\d+))?$")
 
 
@@ -81,6 +82,9 @@ def hydra_entry(task: Callable[[DictConfig], float | None]) -> None:
         from ltxlab.config.override_errors import report_composition_error
 
         report_composition_error(exc)
+    except BrokenPipeError:  # stdout's reader went away (`ltxlab --help | head -3`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush must not fail again
+        sys.exit(EXIT_SIGPIPE)
     except OSError as exc:  # Hydra could not create the run directory or its .hydra/ and log files
         from ltxlab.errors import report_failure
 

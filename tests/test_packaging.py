@@ -121,3 +121,15 @@ def test_bash_completion_for_the_ltxlab_command(tmp_path: Path) -> None:
     assert {"mode=", "resolution=", "lora.", "sweep=", "preset="} <= set(groups.split())
     assert modes.split() == ["mode=a2v", "mode=i2v"]
     assert sweeps.split() == [f"+sweep={s}" for s in SWEEPS]
+
+
+def test_help_into_a_closed_pipe_exits_quietly() -> None:
+    """``ltxlab --help | head -1``: the reader may be gone before the help is written; no ``error: Broken pipe``."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has already exited
+    try:
+        proc = subprocess.run([sys.executable, "-m", "ltxlab", "--help"], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and "error" not in proc.stderr.lower(), proc.stderr
