@@ -134,3 +134,15 @@ def test_measured_envelope_follows_the_loudness() -> None:
     times = np.linspace(0.05, 1.95, 40)
     envelope = world.envelope_of(wave, 16000, times)
     assert np.corrcoef(envelope, world.loudness(times, 1.5, 1.0))[0, 1] > 0.99
+
+
+def test_colour_target_is_each_latent_cells_mean_colour() -> None:
+    from ltxlab.pretrain.codec_stages import colour_target
+
+    pixels = torch.zeros(1, 3, 17, 64, 64)
+    pixels[:, 0, 0, :32, :32] = 1.0  # frame 0, top-left cell: red
+    pixels[:, 1, 9:, 32:, 32:] = 0.5  # the second 8-frame group, bottom-right cell: half green
+    target = colour_target(pixels)
+    assert target.shape == (1, 3, 3, 2, 2)
+    assert target[0, 0, 0, 0, 0] == 1.0 and target[0, 1, 2, 1, 1] == 0.5
+    assert target.abs().sum() == 1.5
