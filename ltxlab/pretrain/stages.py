@@ -57,7 +57,7 @@ class StagePlan:
 @dataclass(frozen=True)
 class PretrainPlan:
     seed: int = 0
-    video_vae: StagePlan = StagePlan(steps=8000, batch=4, learning_rate=1e-3)
+    video_vae: StagePlan = StagePlan(steps=3000, batch=4, learning_rate=1e-3)
     audio: StagePlan = StagePlan(steps=800, batch=4, learning_rate=2e-3)
     transformer: StagePlan = StagePlan(steps=3000, batch=4, learning_rate=1e-3)
     corpus_clips: int = 256
