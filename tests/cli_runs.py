@@ -12,8 +12,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def cli(run_dir: Path, cache_dir: Path, *overrides: str, check: bool = True, timeout: float = 600,
-        logger: str = "none") -> subprocess.CompletedProcess[str]:
-    args = [sys.executable, "-m", "ltxlab", f"logger={logger}", "logger.progress_bar=false",
+        logger: str = "none", module: str = "ltxlab") -> subprocess.CompletedProcess[str]:
+    """``python -m ltxlab`` (or ``module``: ``ltxlab.encode``) with the test settings and ``overrides``."""
+    args = [sys.executable, "-m", module, f"logger={logger}", "logger.progress_bar=false",
             f"hydra.run.dir={run_dir}", f"data.cache_dir={cache_dir}", *overrides]
     # Never reach the network from tests, even where the developer has a W&B key.
     env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline")
