@@ -20,8 +20,8 @@ from tests.cli_runs import REPO, cli, losses
 FAST = ("validation=none", "train.checkpoint_interval=20")
 
 
-def _command(run_dir: Path, cache_dir: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "ltxlab", "logger=none", "logger.progress_bar=false", f"hydra.run.dir={run_dir}",
+def _command(run_dir: Path, cache_dir: Path, *overrides: str, module: str = "ltxlab") -> list[str]:
+    return [sys.executable, "-m", module, "logger=none", "logger.progress_bar=false", f"hydra.run.dir={run_dir}",
             f"data.cache_dir={cache_dir}", *overrides]
 
 
@@ -97,18 +97,19 @@ def test_finished_run_rerun_is_a_noop_and_a_changed_lr_is_refused(demo_run: Path
 
 
 def test_two_runs_on_a_fresh_cache_share_one_build_that_heals_when_truncated(tmp_path: Path) -> None:
+    """Two runs' data stages started together on one fresh cache (``python -m ltxlab.encode``: the race is all in
+    the data stage; training on a shared cache is what every other CLI test does)."""
     cache = tmp_path / "cache"
     runs = [tmp_path / "a", tmp_path / "b"]
-    procs = [subprocess.Popen(_command(run, cache, "validation=none"), cwd=REPO, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for run in runs]
+    procs = [subprocess.Popen(_command(run, cache, "validation=none", module="ltxlab.encode"), cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for run in runs]
     errors = [proc.communicate(timeout=900)[1] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], "\n".join(e[-2000:] for e in errors)
     (entry,) = [p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(("sample-data", "."))]
     assert sorted(p.name for p in cache.iterdir() if ".tmp-" in p.name) == []
     shard = sorted(entry.glob("*.tar"))[0]
-    for run in runs:  # both trained on the one build: the same shard files
+    for run in runs:  # both use the one build: the same shard files
         assert os.path.samefile(run / "shards" / shard.name, shard)
-    assert losses(runs[0]) == losses(runs[1])
 
     good = shard.read_bytes()
     with shard.open("r+b") as f:
