@@ -28,7 +28,6 @@ from ltxlab.pretrain import world
 GENERATOR_VERSION = 2  # 2: deterministic x264 (mbtree off)
 SAMPLE_RATE = 44100  # a typical source rate, so consumers exercise resampling to 16 kHz
 
-_COLOURS = world.COLOURS
 _SHAPES = ("circle", "square", "triangle")
 _DIRECTIONS = ("left to right", "right to left", "top to bottom", "bottom to top")
 
@@ -42,7 +41,7 @@ class _Look:
 
 
 def _pick_look(rng: np.random.Generator, size: tuple[int, int]) -> _Look:
-    names = list(_COLOURS)
+    names = list(world.COLOURS)
     colour, background = rng.choice(names, size=2, replace=False)
     return _Look(
         shape=str(rng.choice(_SHAPES)),
@@ -50,14 +49,6 @@ def _pick_look(rng: np.random.Generator, size: tuple[int, int]) -> _Look:
         background=str(background),
         size=int(min(size) * rng.uniform(0.10, 0.16)),
     )
-
-
-def _gradient(size: tuple[int, int], name: str) -> np.ndarray:
-    return world.gradient(size, name)
-
-
-def _draw(canvas: np.ndarray, look: _Look, cx: float, cy: float, r: float) -> np.ndarray:
-    return world.draw_shape(canvas, look.shape, look.colour, cx, cy, r)
 
 
 def _name(prefix: str, i: int, n: int) -> str:
@@ -91,7 +82,7 @@ def _moving_frames(
     look: _Look, direction: str, speed: float, offset: float, n: int, size: tuple[int, int]
 ) -> Iterator[np.ndarray]:
     w, h = size
-    bg = _gradient(size, look.background)
+    bg = world.gradient(size, look.background)
     r = look.size
     margin = r + 4  # the whole shape is inside frame 0: a clean first frame
     horizontal = direction in ("left to right", "right to left")
@@ -103,7 +94,7 @@ def _moving_frames(
         cx, cy = (
             (p, h / 2 + offset * (h / 2 - margin)) if horizontal else (w / 2 + offset * (w / 2 - margin), p)
         )
-        yield _draw(bg.copy(), look, cx, cy, r)
+        yield world.draw_shape(bg.copy(), look.shape, look.colour, cx, cy, r)
 
 
 def make_i2v_dataset(
@@ -205,8 +196,8 @@ def make_a2v_dataset(
             np.float32
         )
         radii = radius_for(envelope(np.arange(n_frames) / fps, rate_hz, phase), base)
-        bg = _gradient(size, look.background)
-        frames = [_draw(bg.copy(), look, cx, cy, float(r)) for r in radii]
+        bg = world.gradient(size, look.background)
+        frames = [world.draw_shape(bg.copy(), look.shape, look.colour, cx, cy, float(r)) for r in radii]
 
         name = _name("clip", i, num_groups)
         end = out_dir / f"{name}_end.mp4"

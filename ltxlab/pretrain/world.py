@@ -123,7 +123,7 @@ def centres_and_radii(spec: ClipSpec, frames: int, fps: float, size: tuple[int, 
     t = np.arange(frames) / fps
     radius = spec.radius * min(w, h) * size_for_loudness(loudness(t, spec.beat_hz, spec.beat_phase))
     dx, dy = direction(spec.motion)
-    norm = max(1.0, np.hypot(dx, dy) / max(abs(dx), abs(dy), 1.0))  # diagonals travel each axis at 1/√2 speed
+    norm = max(1.0, np.hypot(dx, dy))  # a diagonal travels each axis at 1/√2 of the speed
 
     def bounce(start: float, velocity: float, extent: float) -> np.ndarray:
         margin = 2.0 * spec.radius * min(w, h) + 2  # the largest shape stays inside the frame
