@@ -28,6 +28,7 @@ from ltxlab.data.media import MediaError
 from ltxlab.errors import InputError, LtxlabError, print_error_line
 from ltxlab.export import CONFIG_FILE, DIFFUSERS_FILE
 from ltxlab.models import loader
+from ltxlab.models.pretrained import BUILTIN
 from ltxlab.models.spec import ModelConfig
 from ltxlab.models.text import encode_prompts
 from ltxlab.sample.runner import ClipRunner, RenderedClip
@@ -149,7 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output .mp4")
     _add_sampling_flags(p)
     m = p.add_argument_group("model")
-    m.add_argument("--model", choices=list(loader.MODEL_NAMES), default=ModelConfig.name)
+    m.add_argument("--model", choices=[*loader.MODEL_NAMES, "tiny_random"], default=ModelConfig.name,
+                   help="tiny: pretrained (as model=tiny); tiny_random: random weights from --model-seed")
+    m.add_argument("--tiny-weights", default=BUILTIN, help="tiny: a tools/pretrain_tiny.py folder (default: builtin)")
     m.add_argument("--checkpoint-dir", help="ltx23: diffusers-format folder")
     m.add_argument("--transformer-file", help="ltx23: Lightricks single-file checkpoint")
     m.add_argument("--video-vae-file")
@@ -208,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         inputs, settings = _check(args)
         _warn_mismatch(args)
         model_cfg = ModelConfig(
-            name=args.model, seed=args.model_seed, checkpoint_dir=args.checkpoint_dir,
+            name="tiny" if args.model == "tiny_random" else args.model, seed=args.model_seed,
+            tiny_weights="" if args.model == "tiny_random" else args.tiny_weights, checkpoint_dir=args.checkpoint_dir,
             transformer_file=args.transformer_file, video_vae_file=args.video_vae_file,
             audio_vae_file=args.audio_vae_file, text_encoder_dir=args.text_encoder_dir,
             dtype=args.dtype or ("bfloat16" if device.type == "cuda" else "float32"),

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from ltxlab.config import CONF_DIR
 from ltxlab.config.schema import register_configs
+from tests.cli_runs import random_weights_unless_chosen
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +22,7 @@ def compose_cfg() -> Callable[..., DictConfig]:
 
     def _compose(*overrides: str) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
+            return compose(config_name="config", overrides=random_weights_unless_chosen(overrides))
 
     return _compose
 

@@ -21,7 +21,7 @@ from ltxlab.data.shards import ShardIndex
 from ltxlab.errors import EXIT_INPUT, EXIT_OS, CacheCorrupt, ConfigError
 from ltxlab.export import RunOutputs
 from ltxlab.train.resume import check_compatible, write_record
-from tests.cli_runs import REPO
+from tests.cli_runs import REPO, random_weights_unless_chosen
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -148,7 +148,8 @@ def test_concurrent_builds_wait_and_reuse(tmp_path: Path) -> None:
 def _ltxlab_in(mounts: list[tuple[Path, str]], tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -m ltxlab`` with each (folder, tmpfs options) mounted over: as root in a private mount namespace,
     else (read-only only) by taking the write permission away."""
-    command = [sys.executable, "-m", "ltxlab", "logger=none", "logger.progress_bar=false", *args]
+    command = [sys.executable, "-m", "ltxlab", "logger=none", "logger.progress_bar=false",
+               *random_weights_unless_chosen(args)]
     env = dict(os.environ, PYTHONPATH=str(REPO), WANDB_MODE="offline")
     env.pop("HYDRA_FULL_ERROR", None)
     for folder, _ in mounts:

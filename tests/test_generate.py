@@ -23,7 +23,8 @@ from ltxlab.train.lora import attach_lora
 
 MODEL = ModelConfig()
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["--model", "tiny", "--width", "64", "--height", "64", "--frames", "9", "--steps", "2", "--stg-blocks", "1"]
+SMALL = ["--model", "tiny_random", "--width", "64", "--height", "64", "--frames", "9", "--steps", "2",
+         "--stg-blocks", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +143,6 @@ def test_bad_input_exits_2_with_one_line(run_dir, capsys, args: list[str], messa
     resolved = [str(run_dir / a) if a.endswith((".safetensors", ".png", ".wav")) else a for a in args]
     flags = dict(zip(resolved[::2], resolved[1::2], strict=True))
     argv = [x for k, v in {**base, **flags}.items() for x in (k, v)]
-    assert main([*argv, "--prompt", "p", "--out", str(run_dir / "x.mp4"), "--model", "tiny"]) == 2
+    assert main([*argv, "--prompt", "p", "--out", str(run_dir / "x.mp4"), "--model", "tiny_random"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err

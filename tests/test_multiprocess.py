@@ -27,7 +27,7 @@ from tests.cli_runs import REPO, losses
 
 BIN = Path(sys.executable).parent
 # What every launch shares: the demo config shrunk to the fewest steps validation allows, no previews, quiet.
-DEMO = ["validation=none", "logger.progress_bar=false"]
+DEMO = ["model=tiny_random", "validation=none", "logger.progress_bar=false"]
 
 
 def _env() -> dict[str, str]:

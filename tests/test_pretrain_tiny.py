@@ -43,7 +43,9 @@ def test_smoke_run_writes_every_component_and_a_manifest(smoke_weights: Path) ->
     for name in COMPONENTS:
         tensors = load_file(smoke_weights / f"{name}.safetensors")
         assert tensors and all(torch.isfinite(t).all() for t in tensors.values())
-    assert manifest["configs"]["video_vae"]["latent_channels"] == 16
+    assert manifest["configs"]["video_vae"]["latent_channels"] == 96
+    assert {"heldout_psnr_db", "heldout_envelope_correlation"} <= {*manifest["stages"]["video_vae"],
+                                                                   *manifest["stages"]["audio"]}
 
 
 def test_model_tiny_weights_loads_the_pretrained_components(smoke_weights: Path) -> None:
@@ -51,11 +53,11 @@ def test_model_tiny_weights_loads_the_pretrained_components(smoke_weights: Path)
     vae, transformer = loader.load_video_vae(cfg), loader.load_transformer(cfg)
     saved = load_file(smoke_weights / "video_vae.safetensors")
     assert all(torch.equal(vae.state_dict()[k], v) for k, v in saved.items())
-    assert transformer.config.in_channels == vae.config.latent_channels == 16
+    assert transformer.config.in_channels == vae.config.latent_channels == 96
     pixels = torch.from_numpy(world.to_pixels(world.render_frames(world.random_spec(np.random.default_rng(1)), 9,
                                                                   24, (64, 64))))[None]
     latents = codecs.encode_video(vae, pixels)  # the exported latents_mean/std normalise without NaNs
-    assert latents.shape[1] == 16 and torch.isfinite(latents).all()
+    assert latents.shape[1] == 96 and torch.isfinite(latents).all()
     # The text stack is not pretrained: rebuilt from the manifest's seed, identical to the random family's.
     text = loader.load_text_stack(cfg)
     reference = tiny.build_text_encoder(0)
@@ -136,13 +138,15 @@ def test_measured_envelope_follows_the_loudness() -> None:
     assert np.corrcoef(envelope, world.loudness(times, 1.5, 1.0))[0, 1] > 0.99
 
 
-def test_colour_target_is_each_latent_cells_mean_colour() -> None:
-    from ltxlab.pretrain.codec_stages import colour_target
+def test_designed_latent_holds_each_cells_thumbnails_per_time_bin() -> None:
+    from ltxlab.pretrain.codec_stages import DESIGNED_CHANNELS, THUMB, TIME_BINS, designed_latent
 
     pixels = torch.zeros(1, 3, 17, 64, 64)
-    pixels[:, 0, 0, :32, :32] = 1.0  # frame 0, top-left cell: red
-    pixels[:, 1, 9:, 32:, 32:] = 0.5  # the second 8-frame group, bottom-right cell: half green
-    target = colour_target(pixels)
-    assert target.shape == (1, 3, 3, 2, 2)
-    assert target[0, 0, 0, 0, 0] == 1.0 and target[0, 1, 2, 1, 1] == 0.5
-    assert target.abs().sum() == 1.5
+    pixels[:, 0, 0, :8, :8] = 1.0  # frame 0, top-left 8×8 block: red
+    pixels[:, 1, 13:17, 56:, 56:] = 0.5  # the second half of the last 8-frame group, bottom-right block: green
+    target = designed_latent(pixels)
+    assert target.shape == (1, DESIGNED_CHANNELS, 3, 2, 2)
+    thumbs = target.reshape(1, TIME_BINS, 3, THUMB, THUMB, 3, 2, 2)  # (bin, colour, row, column, F', H', W')
+    assert (thumbs[0, :, 0, 0, 0, 0, 0, 0] == 1.0).all()  # frame 0 fills every time bin of its cell
+    assert thumbs[0, 1, 1, -1, -1, 2, 1, 1] == 0.5 and thumbs[0, 0, 1, -1, -1, 2, 1, 1] == 0.0
+    assert target.abs().sum() == TIME_BINS * 1.0 + 0.5

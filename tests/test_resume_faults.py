@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 from ltxlab.data.cache import verify_shards
-from tests.cli_runs import REPO, cli, losses
+from tests.cli_runs import REPO, cli, losses, random_weights_unless_chosen
 
 FAST = ("validation=none", "train.checkpoint_interval=20")
 
 
 def _command(run_dir: Path, cache_dir: Path, *overrides: str, module: str = "ltxlab") -> list[str]:
     return [sys.executable, "-m", module, "logger=none", "logger.progress_bar=false", f"hydra.run.dir={run_dir}",
-            f"data.cache_dir={cache_dir}", *overrides]
+            f"data.cache_dir={cache_dir}", *random_weights_unless_chosen(overrides)]
 
 
 def _rows(run_dir: Path) -> list[dict]:

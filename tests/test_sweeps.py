@@ -23,7 +23,8 @@ from tests.wandb_records import run_record
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory, cache_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("sweep") / "sweep"
-    args = [sys.executable, "-m", "ltxlab", "--multirun", "lora.rank=8,7,16", "validation=none", "logger=wandb",
+    args = [sys.executable, "-m", "ltxlab", "--multirun", "model=tiny_random", "lora.rank=8,7,16", "validation=none",
+            "logger=wandb",
             "logger.progress_bar=false", f"hydra.sweep.dir={out}", f"data.cache_dir={cache_dir}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline")
     for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):

@@ -91,7 +91,7 @@ def test_rerun_reuses_the_latent_cache(demo_run: Path, cache_dir: Path, tmp_path
 
 def test_preempted_run_resumes_where_it_stopped(demo_run: Path, cache_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "ltxlab", "logger=none", "logger.progress_bar=false",
+    args = [sys.executable, "-m", "ltxlab", "model=tiny_random", "logger=none", "logger.progress_bar=false",
             f"hydra.run.dir={run_dir}", f"data.cache_dir={cache_dir}"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = run_dir / "metrics.jsonl"
@@ -116,7 +116,8 @@ def test_generate_from_the_demo_lora(demo_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "clip.mp4"
     image = REPO / "ltxlab" / "assets" / "validation" / "i2v_start.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "ltxlab.generate", "--model", "tiny", "--lora", str(demo_run / "lora.safetensors"),
+        [sys.executable, "-m", "ltxlab.generate", "--model", "tiny_random",
+         "--lora", str(demo_run / "lora.safetensors"),
          "--image", str(image), "--prompt", "an orange square moving", "--frames", "9", "--resolution", "low",
          "--steps", "2", "--stg-blocks", "1", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ltxlab.pretrain.stages import PretrainPlan, pretrain
+from ltxlab.pretrain.stages import STAGES, PretrainPlan, pretrain
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="stage checkpoints (resume from here)")
     parser.add_argument("--smoke", action="store_true", help="a few steps per stage")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated subset of {','.join(STAGES)} (run the codec stages side by side, "
+                             "one per process with --threads 1; the weights are written once all have run)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -35,9 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     plan = PretrainPlan.smoke() if args.smoke else PretrainPlan()
     plan = PretrainPlan(**{**plan.__dict__, "seed": args.seed})
     work = args.work or args.out.parent / f".pretrain_work_{args.out.name}"
-    manifest = pretrain(plan, work, args.out)
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"--stages: unknown {', '.join(unknown)}; choose from {', '.join(STAGES)}")
+    manifest = pretrain(plan, work, args.out, stages)
     print(json.dumps(manifest["stages"], indent=2))
-    print(f"wrote {args.out}")
+    if "configs" in manifest:
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -18,8 +18,9 @@ class ModelConfig:
     name: str = "tiny"
     # tiny only: seed of the random weights. The same seed always gives the same weights in every component.
     seed: int = 0
-    # tiny only: a folder written by tools/pretrain_tiny.py (pretrained VAEs, vocoder and transformer, with their
-    # own sizes); empty = random weights from `seed`.
+    # tiny only: "builtin" (model=tiny: the pretrained weights shipped in ltxlab/assets/tiny), a folder written by
+    # tools/pretrain_tiny.py (pretrained VAEs, vocoder and transformer, with their own sizes), or empty
+    # (model=tiny_random: random weights from `seed`).
     tiny_weights: str = ""
 
     # ltx23 only. Either a diffusers-format folder with subfolders transformer/, connectors/, vae/,

@@ -51,7 +51,12 @@ class LatentCorpus:
 
 
 def corpus_specs(seed: int, clips: int) -> list[world.ClipSpec]:
-    return [world.random_spec(step_rng(seed, 3, i)) for i in range(clips)]
+    """Axis motions and pulsing (no diagonals: a LoRA's concept), each with a tone independent of the shape."""
+    specs = []
+    for i in range(clips):
+        rng = step_rng(seed, 3, i)
+        specs.append(world.with_independent_tone(world.random_spec(rng), rng))
+    return specs
 
 
 @torch.no_grad()
@@ -60,7 +65,8 @@ def encode_corpus(specs: list[world.ClipSpec], vae: nn.Module, audio_vae: nn.Mod
     videos, audios, prompts = [], [], []
     for spec in specs:
         pixels = torch.from_numpy(world.to_pixels(world.render_frames(spec, VIDEO_FRAMES, FPS, VIDEO_SIZE)))
-        latents = codecs.encode_video(vae, pixels[None])
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the 96-wide first encoder stage dominates
+            latents = codecs.encode_video(vae, pixels[None])
         videos.append(codecs.pack_video(latents)[0])
         wave = torch.from_numpy(world.render_audio(spec, CLIP_SECONDS, codecs.SAMPLE_RATE))
         audios.append(codecs.encode_audio(audio_vae, wave[None])[0])

@@ -3,11 +3,13 @@
 A clip is a :class:`ClipSpec` (drawn from a seeded ``numpy`` generator) rendered to frames and audio in memory —
 no files, no codecs — so pretraining sees thousands of distinct clips and tests can render held-out ones.
 
-Two couplings make the world learnable and measurable:
+What drives what:
 
-* the tone's loudness envelope sets the shape's radius at every frame (``size_for_loudness``), so audio drives
-  motion (a2v) and an a2v test can correlate measured size with loudness;
-* the caption names colour, shape, background and motion, so text drives the video.
+* the caption names colour, shape, background, motion and the tone's pitch, so text drives the video;
+* the shape's radius follows a loudness envelope (``size_for_loudness``). In a clip from :func:`random_spec` the
+  tone plays that same envelope; the pretraining corpus gives the tone an envelope of its own
+  (:func:`with_independent_tone`), so the base model learns no audio → size link, and an a2v LoRA can teach it
+  (the a2v sample dataset couples them) and a test can measure it by correlating size with loudness.
 
 Motions: the four axis directions and ``pulsing`` in place. Diagonal motions exist for the VAE (any motion) but are kept
 out of the transformer's corpus, so a LoRA can teach one as a concept the base model does not know. The sample
@@ -16,7 +18,7 @@ datasets (``ltxlab.data.sample``) draw with the same colours and primitives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -50,6 +52,7 @@ class ClipSpec:
     pitch: str
     beat_hz: float  # loudness envelope rate; 0 = steady tone
     beat_phase: float
+    tone_beat: tuple[float, float] | None = None  # the tone's own (rate, phase); None = the shape's envelope
 
     def caption(self) -> str:
         what = f"a {self.colour} {self.shape}"
@@ -84,6 +87,12 @@ def random_spec(rng: np.random.Generator, motions: tuple[str, ...] = (*AXIS_MOTI
         beat_hz=float(rng.uniform(1.0, 2.5)) if pulsing or rng.random() < 0.5 else 0.0,
         beat_phase=float(rng.uniform(0, 2 * np.pi)),
     )
+
+
+def with_independent_tone(spec: ClipSpec, rng: np.random.Generator) -> ClipSpec:
+    """The same clip with a tone whose loudness envelope is drawn apart from the shape's (steady half the time)."""
+    rate = float(rng.uniform(1.0, 2.5)) if rng.random() < 0.5 else 0.0
+    return replace(spec, tone_beat=(rate, float(rng.uniform(0, 2 * np.pi))))
 
 
 def gradient(size: tuple[int, int], name: str) -> np.ndarray:
@@ -149,13 +158,19 @@ def render_frames(spec: ClipSpec, frames: int, fps: float, size: tuple[int, int]
 def render_audio(spec: ClipSpec, seconds: float, sample_rate: int) -> np.ndarray:
     """[2, T] float32 stereo tone at ``sample_rate`` whose amplitude is the loudness envelope."""
     t = np.arange(round(seconds * sample_rate)) / sample_rate
-    wave = 0.8 * loudness(t, spec.beat_hz, spec.beat_phase) * np.sin(2 * np.pi * PITCHES[spec.pitch] * t)
+    rate, phase = spec.tone_beat or (spec.beat_hz, spec.beat_phase)
+    wave = 0.8 * loudness(t, rate, phase) * np.sin(2 * np.pi * PITCHES[spec.pitch] * t)
     return np.stack([wave, wave]).astype(np.float32)
 
 
 def to_pixels(frames: np.ndarray) -> np.ndarray:
     """uint8 [F, H, W, 3] -> float32 [3, F, H, W] in [-1, 1] (the VAE's input layout)."""
     return (frames.astype(np.float32) / 127.5 - 1.0).transpose(3, 0, 1, 2)
+
+
+def to_frames(pixels: np.ndarray) -> np.ndarray:
+    """float [3, F, H, W] in [-1, 1] -> uint8 [F, H, W, 3] (the inverse of :func:`to_pixels`, clipped)."""
+    return np.clip((pixels.transpose(1, 2, 3, 0) + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
 
 
 # ------------------------------------------------------------------------------------------------ measuring
