@@ -1,9 +1,8 @@
 """The shipped tiny world (``model=tiny``): behaviour measured on decoded frames and audio of held-out clips.
 
-Every metric is also computed on the random family (``model=tiny_random``, same classes and sizes), which must
-fail it, so each threshold separates a trained model from an untrained one. The thresholds sit below the values
-measured on the shipped weights (README, "The tiny pretrained world"); tools/pretrain_tiny.py re-measures the
-codec metrics and writes them into the manifest.
+Every metric is also computed on random weights of the same classes and sizes, which must fail it, so each
+threshold separates a trained model from an untrained one. tools/pretrain_tiny.py measures the codec metrics with the
+same functions and writes them into the manifest. Skipped while no weights ship (issue 13).
 """
 
 from __future__ import annotations
@@ -15,14 +14,18 @@ import torch
 from ltxlab.data.media_write import write_image
 from ltxlab.generate import GenerateInputs, generate_clip
 from ltxlab.models import tiny
-from ltxlab.models.pretrained import BUILTIN, PretrainedTiny
+from ltxlab.models.pretrained import BUILTIN, BUILTIN_DIR, PretrainedTiny
 from ltxlab.models.spec import ModelConfig
 from ltxlab.pretrain import codec_stages as codec
 from ltxlab.pretrain import world
 from ltxlab.sample.settings import SamplingSettings
 
-VAE_PSNR_DB = 20.0  # measured 2x.x dB on 4 held-out 512²×17 clips; the random VAE gives ~11 dB
-ENVELOPE_CORRELATION = 0.8  # measured 0.9x; the random audio VAE + vocoder give ~0
+if not (BUILTIN_DIR / "manifest.json").is_file():
+    pytest.skip("no pretrained tiny weights ship yet (ltxlab/assets/tiny; issue 13)", allow_module_level=True)
+
+# Provisional until weights ship: the issue's bar is 25 dB; the audio stage alone measured 0.962 (README).
+VAE_PSNR_DB = 20.0  # the random VAE gives ~11 dB
+ENVELOPE_CORRELATION = 0.8  # the random audio VAE gives ~0
 FIRST_FRAME_PSNR_DB = 20.0  # frame 0 vs the start image (after its CRF 33 re-encode); random family ~11 dB
 
 

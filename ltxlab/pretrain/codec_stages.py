@@ -73,22 +73,26 @@ def designed_latent(pixels: Tensor) -> Tensor:
     return thumbs.permute(0, 3, 1, 5, 7, 2, 4, 6).reshape(b, DESIGNED_CHANNELS, latent_frames, h // 32, w // 32)
 
 
-def video_vae_loss(vae: nn.Module, pixels: Tensor, generator: torch.Generator, teacher: bool,
-                   latent_noise: float = 0.05) -> Tensor:
-    """Reconstruction (L1 + MSE) + the encoder's distance to the designed latent (:func:`designed_latent`).
-
-    A randomly initialised LTX-2 VAE at this width learns end to end far too slowly on a CPU (held-out PSNR
-    11–17 dB after 1,600 steps): encoder and decoder each wait on the other, since the per-pixel RMS norms leave
-    almost no colour in the random encoder's latents. Fixing what the latent means splits the problem into two
-    supervised ones that learn fast: the encoder regresses the thumbnails, the decoder paints frames from them (a
-    super-resolution). With ``teacher`` the decoder reads the designed latent itself, later the encoder's; the
-    encoder term stays as the latent's regulariser (in place of a KL term). The noise keeps the decoder tolerant
-    of the flow model's small latent errors."""
+def video_decoder_loss(vae: nn.Module, pixels: Tensor, generator: torch.Generator,
+                       latent_noise: float = 0.05) -> Tensor:
+    """L1 + MSE of frames painted by the decoder alone from the designed latent (plus a little noise, so it
+    tolerates the encoder's and the flow model's small latent errors)."""
     target = designed_latent(pixels)
+    err = vae.decode(target + latent_noise * torch.randn(target.shape, generator=generator)).sample.float() - pixels
+    return err.abs().mean() + err.pow(2).mean()
+
+
+def video_encoder_loss(vae: nn.Module, pixels: Tensor) -> Tensor:
+    """MSE of the encoder's posterior mean to the designed latent."""
+    return (vae.encode(pixels).latent_dist.mean.float() - designed_latent(pixels)).pow(2).mean()
+
+
+def video_vae_loss(vae: nn.Module, pixels: Tensor, generator: torch.Generator, latent_noise: float = 0.05) -> Tensor:
+    """End to end: reconstruction (L1 + MSE) from the encoder's latent + its distance to the designed latent, which
+    stays as the latent's regulariser (in place of a KL term)."""
     latents = vae.encode(pixels).latent_dist.mean
-    design = (latents.float() - target).pow(2).mean()
-    source = target if teacher else latents
-    err = vae.decode(source + latent_noise * torch.randn(source.shape, generator=generator)).sample.float() - pixels
+    design = (latents.float() - designed_latent(pixels)).pow(2).mean()
+    err = vae.decode(latents + latent_noise * torch.randn(latents.shape, generator=generator)).sample.float() - pixels
     return err.abs().mean() + err.pow(2).mean() + design
 
 
