@@ -3,8 +3,9 @@
     python tools/pretrain_tiny.py --out weights/tiny       # the full plan; then model.tiny_weights=weights/tiny
     python tools/pretrain_tiny.py --smoke --out /tmp/s     # a few steps per stage (CI: every stage, resume, export)
 
-Stages: video VAE (pixel reconstruction) -> audio VAE + vocoder (mel + multi-resolution STFT) -> latent corpus ->
-transformer (flow matching with ltxlab's i2v and a2v modes). Re-running the same command resumes: finished stages
+Stages: video VAE (on a designed latent: decoder, encoder, then joint) -> audio VAE + vocoder (mel + multi-resolution
+STFT) -> latent corpus -> transformer (flow matching with ltxlab's i2v and a2v modes). ``--stages`` runs a subset
+(the two codec stages can run side by side, one process each). Re-running the same command resumes: finished stages
 are skipped, an interrupted one continues from its last checkpoint (``--work``, default ``<out>/../.pretrain_work``).
 Seeded: the same plan gives the same weights on the same machine and torch build.
 """

@@ -1,9 +1,11 @@
-"""Pretraining stages 1 and 2: the tiny video VAE (pixel reconstruction) and the audio VAE + vocoder.
+"""Pretraining stages 1 and 2: the tiny video VAE and the audio VAE + vocoder, both on a designed latent.
 
-Every step's data is a pure function of (seed, stage, step) — clips rendered from ``world`` with
+Each VAE's latent has a fixed meaning — per latent cell, mean colours (video) or mean log-mel (audio) — so encoder
+and decoder learn as two supervised problems instead of waiting on each other (README, "Pretraining the tiny
+model"). Every step's data is a pure function of (seed, stage, step) — clips rendered from ``world`` with
 ``numpy.random.default_rng([seed, stage, step])`` — so a stage resumed from its last checkpoint continues exactly as
 if it had never stopped. Losses are plain reconstruction losses (no GAN: CPU-sized, and the tiny world is flat
-colours and pure tones).
+colours and pure tones); the VAE stages run under bf16 autocast, 6–7× faster on AVX-512 BF16 CPUs.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
-"""Run the three pretraining stages in order, each resumable from its last checkpoint, and export the weights.
+"""Run the pretraining stages in order, each resumable from its last checkpoint, and export the weights.
 
-Work directory layout (``--work``): ``<stage>/state.pt`` (modules, optimizer, scheduler, step; written atomically
+Stages: the video VAE (parts ``video_decoder``, ``video_encoder``, ``video_vae``), ``audio`` (audio VAE +
+vocoder), the latent corpus (``corpus.pt``) and the ``transformer``. Work directory layout (``--work``):
+``<part>/state.pt`` (modules, optimizer, scheduler, step; written atomically
 every ``checkpoint_every`` steps) and ``<stage>/done.pt`` once the stage finished, so a re-run skips it. The
 exported weights (``--out``): one safetensors file per component plus ``manifest.json`` (plan, seed, per-stage
-steps and final losses, wall time), loaded by ``model=tiny``.
+steps and final losses, measured codec quality, wall time), loaded with ``model.tiny_weights=DIR``.
 """
 
 from __future__ import annotations
