@@ -181,8 +181,8 @@ def test_an_a2v_request_trains_and_writes_the_seeds_outputs(tmp_path: Path, cach
                            "audio_url": str(assets / "a2v_audio.wav")}],
            "validation_resolution": "low", "validation_number_of_frames": 9}
     run_dir = tmp_path / "run"
-    proc = _request(tmp_path, job, f"hydra.run.dir={run_dir}", f"data.cache_dir={cache_dir}", "logger=none",
-                    "logger.progress_bar=false", "validation.inference_steps=2")
+    proc = _request(tmp_path, job, "model=tiny_random", f"hydra.run.dir={run_dir}", f"data.cache_dir={cache_dir}",
+                    "logger=none", "logger.progress_bar=false", "validation.inference_steps=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((run_dir / "result.json").read_text())
     assert result["billable_units"] == 100
