@@ -8,6 +8,7 @@ import pytest
 
 from ltxlab.data import media
 from ltxlab.data.sample import make_a2v_dataset, make_i2v_dataset, zip_dir
+from ltxlab.pretrain import world
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,12 +45,14 @@ def test_i2v_clips_layout_and_decodability(i2v_dir):
         )
         frames = list(media.iter_video_frames(clip))
         assert len(frames) == 48
-        assert np.abs(frames[0].astype(int) - frames[-1]).mean() > 1  # something moves
+        assert max(np.abs(frames[0].astype(int) - f).mean() for f in frames) > 1  # something moves
         firsts.append(frames[0])
         audio = media.read_audio(clip)
         assert audio.shape == (2, 32000) and np.abs(audio).max() > 0.05
         caption = clip.with_suffix(".txt").read_text().strip()
-        assert caption.split()[0] in ("a", "an") and " moving " in caption and "gradient" in caption
+        # Every other caption carries the trigger word (the demo concept); all describe a pulsing shape and tone.
+        assert caption.split()[0] == ("zwx" if int(clip.stem[-2:]) % 2 else "a"), caption
+        assert " pulsing to a " in caption and caption.endswith(" background")
         captions.add(caption)
     assert len(captions) >= 10  # clips differ
     assert np.mean([np.abs(a.astype(int) - b).mean() for a, b in itertools.pairwise(firsts)]) > 5
@@ -152,3 +155,16 @@ def test_zip_dir_and_cli(tmp_path):
     z2 = zip_dir(out, tmp_path / "z2.zip").read_bytes()
     assert z1 == z2
     assert "sub/note.txt" in zipfile.ZipFile(tmp_path / "z1.zip").namelist()
+
+
+def test_i2v_trigger_clips_glide_down_right_and_the_others_pulse_in_place(i2v_dir):
+    for clip in sorted(i2v_dir.glob("*.mp4")):
+        caption = clip.with_suffix(".txt").read_text().split()
+        colour = caption[2] if caption[0] == "zwx" else caption[1]
+        frames = np.stack(list(media.iter_video_frames(clip)))[:17]  # the demo's 17 frames
+        cx, cy, _ = world.measure_shape(frames, colour)
+        dx, dy = cx[-1] - cx[0], cy[-1] - cy[0]
+        if caption[0] == "zwx":
+            assert dx > 20 and dy > 20, (clip.name, dx, dy)
+        else:
+            assert abs(dx) < 3 and abs(dy) < 3, (clip.name, dx, dy)

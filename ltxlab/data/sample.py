@@ -1,9 +1,15 @@
 """Small synthetic datasets in the seeds' layouts, made in-process (PyAV + OpenCV drawing, no ffmpeg binary).
 
-* i2v: ``clipNN.mp4`` (a coloured shape moving across a gradient, with a tone track) + ``clipNN.txt``;
-  or ``imgNN.png`` stills + captions.
-* a2v: ``clipNN_start.png`` + ``clipNN_audio.wav`` + ``clipNN_end.mp4`` + ``clipNN.txt``, where the audio's
-  loudness envelope drives the shape's radius, so motion is learnably tied to sound.
+The clips come from the tiny model's world (``ltxlab.pretrain.world``: one coloured shape over a gradient, with a
+tone), and each dataset teaches the pretrained tiny model something it does not know:
+
+* i2v: ``clipNN.mp4`` + ``clipNN.txt`` (or ``imgNN.png`` stills). Every clip shows a shape pulsing in place, as
+  the base model has seen; in every other clip the caption starts with the trigger word ``zwx`` and the shape also
+  glides down and to the right (:data:`CONCEPT_MOTION`), a motion the base model never saw. The LoRA learns that
+  ``zwx`` means the glide, and the clips without it keep the shape in place.
+* a2v: ``clipNN_start.png`` + ``clipNN_audio.wav`` + ``clipNN_end.mp4`` + ``clipNN.txt``: the shape pulses to the
+  tone, its radius following the audio's loudness envelope. The base model's pulsing ignores the audio (its corpus
+  draws the tone apart from the shape), so the a2v LoRA has to learn the link.
 
 Everything is drawn from ``numpy.random.default_rng(seed)`` and x264 runs deterministically (one thread, no
 macroblock-tree rate control, which varied the bitstream between identical runs): the same seed gives
@@ -15,8 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,76 +30,36 @@ from ltxlab.data.cache import build_once
 from ltxlab.data.media_write import write_image, write_video, write_wav
 from ltxlab.pretrain import world
 
-GENERATOR_VERSION = 2  # 2: deterministic x264 (mbtree off)
+GENERATOR_VERSION = 3  # 3: the tiny world's clips, with the i2v trigger concept and the a2v loudness link
 SAMPLE_RATE = 44100  # a typical source rate, so consumers exercise resampling to 16 kHz
-
-_SHAPES = ("circle", "square", "triangle")
-_DIRECTIONS = ("left to right", "right to left", "top to bottom", "bottom to top")
-
-
-@dataclass(frozen=True)
-class _Look:
-    shape: str
-    colour: str
-    background: str
-    size: int
-
-
-def _pick_look(rng: np.random.Generator, size: tuple[int, int]) -> _Look:
-    names = list(world.COLOURS)
-    colour, background = rng.choice(names, size=2, replace=False)
-    return _Look(
-        shape=str(rng.choice(_SHAPES)),
-        colour=str(colour),
-        background=str(background),
-        size=int(min(size) * rng.uniform(0.10, 0.16)),
-    )
+TRIGGER = "zwx"
+CONCEPT_MOTION = "down right"
+DEMO_SIZE = (512, 512)  # the demo's training bucket (resolution=low, 1:1): no resampling, as the base was trained
+DEMO_SECONDS = 1.0  # the demo trains on 17 frames at 24 fps
 
 
 def _name(prefix: str, i: int, n: int) -> str:
     return f"{prefix}{i + 1:0{max(2, len(str(n)))}d}"
 
 
-def _tone(rng: np.random.Generator, seconds: float, freq: float, amp: float, channels: int) -> np.ndarray:
-    t = np.arange(round(seconds * SAMPLE_RATE), dtype=np.float64) / SAMPLE_RATE
-    x = amp * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi))
-    fade = np.clip(np.minimum(t, t[-1] - t) / 0.02, 0, 1)  # 20 ms fades: no clicks at the ends
-    x = (x * fade).astype(np.float32)
-    if channels == 1:
-        return x[None]
-    pan = rng.uniform(0.3, 0.7)
-    return np.stack([x * (1 - pan) * 2 * 0.7, x * pan * 2 * 0.7]).astype(np.float32)
+def pulsing_spec(rng: np.random.Generator) -> world.ClipSpec:
+    """A shape pulsing in place (always to a beat), its tone playing the same envelope."""
+    return world.random_spec(rng, ("pulsing",))
 
 
-def _a(word: str) -> str:
-    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+def with_concept(spec: world.ClipSpec, rng: np.random.Generator) -> world.ClipSpec:
+    """The i2v concept: the same pulsing shape gliding down-right from the upper left (no bounce within 1 s)."""
+    start = (float(rng.uniform(0.25, 0.45)), float(rng.uniform(0.25, 0.45)))
+    return replace(spec, motion=CONCEPT_MOTION, start=start, speed=float(rng.uniform(0.35, 0.45)))
 
 
-def _pitch_word(freq: float) -> str:
-    return "low" if freq < 300 else "high" if freq > 500 else "mid-pitched"
-
-
-# ----------------------------------------------------------------------------------------------------
-# i2v
-
-
-def _moving_frames(
-    look: _Look, direction: str, speed: float, offset: float, n: int, size: tuple[int, int]
-) -> Iterator[np.ndarray]:
-    w, h = size
-    bg = world.gradient(size, look.background)
-    r = look.size
-    margin = r + 4  # the whole shape is inside frame 0: a clean first frame
-    horizontal = direction in ("left to right", "right to left")
-    span = (w if horizontal else h) - 2 * margin
-    for i in range(n):
-        p = margin + span * speed * i / max(1, n - 1)
-        if direction in ("right to left", "bottom to top"):
-            p = (w if horizontal else h) - p
-        cx, cy = (
-            (p, h / 2 + offset * (h / 2 - margin)) if horizontal else (w / 2 + offset * (w / 2 - margin), p)
-        )
-        yield world.draw_shape(bg.copy(), look.shape, look.colour, cx, cy, r)
+def i2v_clip(rng: np.random.Generator, i: int, tone: bool = True) -> tuple[world.ClipSpec, str]:
+    """Clip ``i`` of the i2v dataset and its caption. Every caption describes a pulsing shape; even clips add the
+    trigger word, and their shape also glides (the concept the caption does not spell out)."""
+    spec = pulsing_spec(rng)
+    if i % 2 == 0:
+        return with_concept(spec, rng), f"{TRIGGER} {spec.caption(tone=tone)}"
+    return spec, spec.caption(tone=tone)
 
 
 def make_i2v_dataset(
@@ -110,7 +75,7 @@ def make_i2v_dataset(
     """Write an i2v dataset into ``out_dir``; returns every file written, sorted.
 
     Videos: ``clipNN.mp4`` (H.264, ``size`` = (width, height), ``seconds`` × ``fps`` frames, AAC tone track if
-    ``with_audio``) + ``clipNN.txt``. With ``images=True``: ``imgNN.png`` + ``imgNN.txt`` instead.
+    ``with_audio``) + ``clipNN.txt``. With ``images=True``: ``imgNN.png`` (each clip's first frame) + ``imgNN.txt``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -118,46 +83,21 @@ def make_i2v_dataset(
     n_frames = max(1, round(seconds * fps))
     written: list[Path] = []
     for i in range(num_clips):
-        look = _pick_look(rng, size)
-        direction = str(rng.choice(_DIRECTIONS))
-        speed = float(rng.uniform(0.5, 1.0))
-        offset = float(rng.uniform(-0.5, 0.5))
-        freq = float(rng.choice([220.0, 330.0, 440.0, 550.0, 660.0, 880.0]))
-        amp = float(rng.uniform(0.2, 0.8))
+        spec, caption = i2v_clip(rng, i, tone=with_audio)
         if images:
             name = _name("img", i, num_clips)
-            frame = next(_moving_frames(look, direction, speed, offset, 1, size))
-            write_image(out_dir / f"{name}.png", frame)
-            caption = f"{_a(look.colour)} {look.shape} over {_a(look.background)} gradient"
             media = out_dir / f"{name}.png"
+            write_image(media, world.render_frames(spec, 1, fps, size)[0])
+            caption = spec.caption(motion=False, tone=False)
         else:
             name = _name("clip", i, num_clips)
-            audio = _tone(rng, n_frames / fps, freq, amp, channels=2) if with_audio else None
             media = out_dir / f"{name}.mp4"
-            frames = _moving_frames(look, direction, speed, offset, n_frames, size)
+            audio = world.render_audio(spec, n_frames / fps, SAMPLE_RATE) if with_audio else None
+            frames = world.render_frames(spec, n_frames, fps, size)
             write_video(media, frames, fps, audio=audio, sample_rate=SAMPLE_RATE, deterministic=True)
-            caption = f"{_a(look.colour)} {look.shape} moving {direction} over {_a(look.background)} gradient"
-            if with_audio:
-                loud = "loud" if amp > 0.5 else "soft"
-                caption += f", with a {loud} {_pitch_word(freq)} tone"
         (out_dir / f"{name}.txt").write_text(caption + "\n")
         written += [media, out_dir / f"{name}.txt"]
     return sorted(written)
-
-
-# ----------------------------------------------------------------------------------------------------
-# a2v
-
-
-def envelope(t: np.ndarray, rate_hz: float, phase: float) -> np.ndarray:
-    """Loudness envelope in [0.1, 1] at times ``t`` (s): smooth beats at ``rate_hz``; drives both."""
-    beat = 0.5 * (1.0 + np.cos(2 * np.pi * rate_hz * t + phase))
-    return 0.1 + 0.9 * beat**2
-
-
-def radius_for(env: np.ndarray, base: float) -> np.ndarray:
-    """Shape radius driven by the envelope: ``base`` at silence-ish, 2.2 × ``base`` at full loudness."""
-    return base * (1.0 + 1.2 * (env - 0.1) / 0.9)
 
 
 def make_a2v_dataset(
@@ -171,51 +111,33 @@ def make_a2v_dataset(
 ) -> list[Path]:
     """Write an a2v dataset into ``out_dir``; returns every file written, sorted.
 
-    Per group ``clipNN``: ``_start.png`` (exactly frame 0 of the target), ``_audio.wav`` (mono
-    amplitude-modulated tone), ``_end.mp4`` (silent target video: the shape's radius follows the audio
-    envelope at each frame's time, see :func:`envelope` / :func:`radius_for`) and ``.txt``. The first
-    ``start_video_groups`` groups instead ship a ``_start.mp4`` (the target clip with the audio track) in
-    place of ``_start.png`` and ``_audio.wav``.
+    Per group ``clipNN``: ``_start.png`` (exactly frame 0 of the target), ``_audio.wav`` (the mono tone, its
+    loudness following ``world.loudness``), ``_end.mp4`` (the silent target: the shape's radius follows that same
+    envelope, ``world.size_for_loudness``) and ``.txt``. The first ``start_video_groups`` groups instead ship a
+    ``_start.mp4`` (the target clip with the audio track) in place of ``_start.png`` and ``_audio.wav``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     n_frames = max(1, round(seconds * fps))
-    w, h = size
     written: list[Path] = []
     for i in range(num_groups):
-        look = _pick_look(rng, size)
-        rate_hz = float(rng.uniform(1.0, 3.0))
-        phase = float(rng.uniform(0, 2 * np.pi))
-        freq = float(rng.choice([220.0, 330.0, 440.0, 550.0, 660.0]))
-        cx, cy = w / 2 + rng.uniform(-0.1, 0.1) * w, h / 2 + rng.uniform(-0.1, 0.1) * h
-        base = min(size) * 0.09
-
-        t_audio = np.arange(round(n_frames / fps * SAMPLE_RATE)) / SAMPLE_RATE
-        audio = (0.9 * envelope(t_audio, rate_hz, phase) * np.sin(2 * np.pi * freq * t_audio)).astype(
-            np.float32
-        )
-        radii = radius_for(envelope(np.arange(n_frames) / fps, rate_hz, phase), base)
-        bg = world.gradient(size, look.background)
-        frames = [world.draw_shape(bg.copy(), look.shape, look.colour, cx, cy, float(r)) for r in radii]
-
+        spec = pulsing_spec(rng)
+        audio = world.render_audio(spec, n_frames / fps, SAMPLE_RATE)[:1]
+        frames = world.render_frames(spec, n_frames, fps, size)
         name = _name("clip", i, num_groups)
         end = out_dir / f"{name}_end.mp4"
         write_video(end, frames, fps, deterministic=True)
         written.append(end)
         if i < start_video_groups:
             start = out_dir / f"{name}_start.mp4"
-            write_video(start, frames, fps, audio=audio[None], sample_rate=SAMPLE_RATE, deterministic=True)
+            write_video(start, frames, fps, audio=audio, sample_rate=SAMPLE_RATE, deterministic=True)
             written.append(start)
         else:
             write_image(out_dir / f"{name}_start.png", frames[0])
-            write_wav(out_dir / f"{name}_audio.wav", audio[None], SAMPLE_RATE)
+            write_wav(out_dir / f"{name}_audio.wav", audio, SAMPLE_RATE)
             written += [out_dir / f"{name}_start.png", out_dir / f"{name}_audio.wav"]
-        caption = (
-            f"{_a(look.colour)} {look.shape} growing and shrinking to the beat of a {_pitch_word(freq)} tone "
-            f"over {_a(look.background)} gradient, pulsing {rate_hz:.1f} times per second"
-        )
-        (out_dir / f"{name}.txt").write_text(caption + "\n")
+        (out_dir / f"{name}.txt").write_text(spec.caption() + "\n")
         written.append(out_dir / f"{name}.txt")
     return sorted(written)
 
@@ -249,7 +171,8 @@ def sample_dataset(mode: str, cache_root: Path) -> tuple[Path, dict[str, str | i
     target = cache_root / f"sample-data-v{GENERATOR_VERSION}-{mode}"
 
     def make(tmp: Path) -> None:
-        (make_a2v_dataset if mode == "a2v" else make_i2v_dataset)(tmp)
+        generator = make_a2v_dataset if mode == "a2v" else make_i2v_dataset
+        generator(tmp, seconds=DEMO_SECONDS, size=DEMO_SIZE)
 
     build_once(target, make, lambda path: None if path.is_dir() else f"{path} is not a folder")
     return target, {"sample": GENERATOR_VERSION, "mode": mode, "content": content_digest(target)}

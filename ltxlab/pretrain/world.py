@@ -54,13 +54,17 @@ class ClipSpec:
     beat_phase: float
     tone_beat: tuple[float, float] | None = None  # the tone's own (rate, phase); None = the shape's envelope
 
-    def caption(self) -> str:
+    def caption(self, motion: bool = True, tone: bool = True) -> str:
+        """What the clip shows; ``motion=False`` describes a still, ``tone=False`` a silent clip."""
         what = f"a {self.colour} {self.shape}"
-        if self.motion == "pulsing":
-            act = f"pulsing to a {self.pitch} tone"
+        pulsing = self.motion == "pulsing"
+        if motion and tone:
+            act = f" pulsing to a {self.pitch} tone" if pulsing else f" moving {self.motion} with a {self.pitch} tone"
+        elif motion:
+            act = " pulsing" if pulsing else f" moving {self.motion}"
         else:
-            act = f"moving {self.motion} with a {self.pitch} tone"
-        return f"{what} {act} over a {self.background} background"
+            act = f" with a {self.pitch} tone" if tone else ""
+        return f"{what}{act} over a {self.background} background"
 
 
 def loudness(t: np.ndarray, beat_hz: float, phase: float) -> np.ndarray:
