@@ -16,8 +16,8 @@ from ltxlab.errors import ConfigError
 from ltxlab.models import codecs, loader, tiny
 from ltxlab.models.spec import ModelConfig
 from ltxlab.pretrain import world
-from ltxlab.pretrain.codec_stages import init_vocoder_stft
-from ltxlab.pretrain.stages import COMPONENTS, StagePlan, train_stage
+from ltxlab.pretrain.codec_stages import calibrate_vocoder_level, init_vocoder_stft
+from ltxlab.pretrain.stages import COMPONENTS, StagePlan, component_configs, train_stage
 from tests.cli_runs import REPO
 
 
@@ -150,3 +150,25 @@ def test_designed_latent_holds_each_cells_thumbnails_per_time_bin() -> None:
     assert (thumbs[0, :, 0, 0, 0, 0, 0, 0] == 1.0).all()  # frame 0 fills every time bin of its cell
     assert thumbs[0, 1, 1, -1, -1, 2, 1, 1] == 0.5 and thumbs[0, 0, 1, -1, -1, 2, 1, 1] == 0.0
     assert target.abs().sum() == TIME_BINS * 1.0 + 0.5
+
+
+@torch.no_grad()
+def test_vocoder_calibration_brings_held_out_tones_to_their_source_level() -> None:
+    vocoder = tiny.build_from_config("vocoder", component_configs()["vocoder"], seed=0).eval()
+    init_vocoder_stft(vocoder)
+    spec = world.random_spec(np.random.default_rng(5))
+    wave = torch.from_numpy(world.render_audio(spec, 1.0, codecs.SAMPLE_RATE))[None]
+    mel = codecs.log_mel(wave, tiny.MEL_BINS)
+
+    def level() -> float:
+        return float(vocoder(mel).pow(2).mean().sqrt() / wave.pow(2).mean().sqrt())
+
+    quiet = [*vocoder.vocoder.conv_out.parameters(), *vocoder.bwe_generator.conv_out.parameters()]
+    for param in quiet:  # about as quiet as the trained vocoder comes out (~1/150)
+        param.mul_(0.01)
+    before = level()
+    gain = calibrate_vocoder_level(vocoder, seed=0, clips=2)
+    print(f"output/source RMS {before:.4f} -> {level():.3f} (gain {gain:.1f})")
+    assert before < 0.05 and 0.5 < level() < 1.5
+    stage1 = vocoder.vocoder(mel)  # the bandwidth extension adds nothing: the output is the resampled stage 1
+    assert torch.equal(vocoder(mel), torch.clamp(vocoder.resampler(stage1), -1, 1)[..., : vocoder(mel).shape[-1]])

@@ -1,32 +1,45 @@
 """The shipped tiny world (``model=tiny``): behaviour measured on decoded frames and audio of held-out clips.
 
-Every metric is also computed on random weights of the same classes and sizes, which must fail it, so each
-threshold separates a trained model from an untrained one. tools/pretrain_tiny.py measures the codec metrics with the
-same functions and writes them into the manifest. Skipped while no weights ship (issue 13).
+Codec metrics are also computed on random weights of the same classes and sizes, which must fail them. The LoRA
+behaviours use the two demo runs (i2v: the default ``python -m ltxlab``; a2v: ``mode=a2v``), trained on the
+sample datasets (``ltxlab.data.sample``: the i2v trigger word ``zwx`` = a glide down-right; a2v: the shape's size
+follows the audio's loudness), and compare each LoRA with the base model on the same inputs. Every metric comes
+from decoded frames or audio (``ltxlab.pretrain.world``'s measuring functions); the README reports the values.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ltxlab.data.media_write import write_image
+from ltxlab.data import sample
+from ltxlab.data.media_write import write_image, write_wav
 from ltxlab.generate import GenerateInputs, generate_clip
-from ltxlab.models import tiny
+from ltxlab.models import codecs, tiny
 from ltxlab.models.pretrained import BUILTIN, BUILTIN_DIR, PretrainedTiny
 from ltxlab.models.spec import ModelConfig
 from ltxlab.pretrain import codec_stages as codec
 from ltxlab.pretrain import world
+from ltxlab.sample.runner import RenderedClip
 from ltxlab.sample.settings import SamplingSettings
+from tests.cli_runs import cli
 
 if not (BUILTIN_DIR / "manifest.json").is_file():
-    pytest.skip("no pretrained tiny weights ship yet (ltxlab/assets/tiny; issue 13)", allow_module_level=True)
+    pytest.skip("no pretrained tiny weights ship (ltxlab/assets/tiny)", allow_module_level=True)
 
-# Provisional until weights ship: the issue's bar is 25 dB; the audio stage alone measured 0.962 (README).
-VAE_PSNR_DB = 20.0  # the random VAE gives ~11 dB
+VAE_PSNR_DB = 25.0  # the issue's bar at the demo size; the random VAE gives ~11 dB
 ENVELOPE_CORRELATION = 0.8  # the random audio VAE gives ~0
-FIRST_FRAME_PSNR_DB = 20.0  # frame 0 vs the start image (after its CRF 33 re-encode); random family ~11 dB
+FIRST_FRAME_PSNR_DB = 25.0  # = the VAE's own bar: frame 0 is the start image through the codec (+ CRF 33)
+CONTINUES_PSNR_DB = 18.0  # later frames vs the start image: same scene, the shape moved/pulsed a little
+GLIDE_PX = 40.0  # the trigger's glide over 17 frames is ~110 px in the data; base and non-trigger stay near 0
+A2V_CORRELATION = 0.5  # mean per-clip size/loudness correlation after training
+A2V_CONTROL = 0.3  # |mean correlation| of the base model and of a quarter-beat-shifted track
+FPS = 24
+FRAMES = 17  # the demo's clip: 17 frames at 512×512 (resolution=low, 1:1)
 
 
 @pytest.fixture(scope="module")
@@ -55,27 +68,122 @@ def test_audio_round_trip_keeps_the_loudness_envelope(shipped: PretrainedTiny) -
     assert trained >= ENVELOPE_CORRELATION > untrained
 
 
-def _i2v_clip(tmp_path, weights: str) -> tuple[np.ndarray, np.ndarray, world.ClipSpec]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    spec = world.random_spec(np.random.default_rng([7, 0]), ("left", "right"))
-    start = world.render_frames(spec, 1, 24, codec.VIDEO_SIZE)[0]
-    write_image(tmp_path / "start.png", start)
-    settings = SamplingSettings(number_of_frames=codec.VIDEO_FRAMES, resolution="low", aspect_ratio="1:1",
-                                inference_steps=8, stg_blocks=[1], seed=0)
-    model = ModelConfig(tiny_weights=weights)
-    inputs = GenerateInputs(prompt=spec.caption(), image=str(tmp_path / "start.png"), audio=None)
-    clip = generate_clip(model, None, inputs, settings, tmp_path, torch.device("cpu"))
-    return clip.frames, start, spec
+# ------------------------------------------------------------------------------------------------ sampling
 
 
-def test_i2v_preview_starts_on_the_given_image_and_continues_it(tmp_path) -> None:
-    frames, start, spec = _i2v_clip(tmp_path, BUILTIN)
-    first = world.psnr(frames[0], start)
-    _, _, radius = world.measure_shape(frames, spec.colour)
-    print(f"frame 0 vs start image: {first:.2f} dB; shape radius per frame: {np.round(radius, 1).tolist()}")
+def _render(work: Path, lora: Path | None, prompt: str, image: np.ndarray | None = None,
+            audio: np.ndarray | None = None, seed: int = 0) -> RenderedClip:
+    """One 17-frame 512×512 clip from the shipped model (+ ``lora``), with the demo's preview settings."""
+    work.mkdir(parents=True, exist_ok=True)
+    image_path = audio_path = None
+    if image is not None:
+        image_path = str(work / "start.png")
+        write_image(Path(image_path), image)
+    if audio is not None:
+        audio_path = str(work / "audio.wav")
+        write_wav(Path(audio_path), audio, codecs.SAMPLE_RATE)
+    settings = SamplingSettings(number_of_frames=FRAMES, resolution="low", aspect_ratio="1:1", inference_steps=8,
+                                stg_blocks=[1], seed=seed)
+    inputs = GenerateInputs(prompt=prompt, image=image_path, audio=audio_path)
+    return generate_clip(ModelConfig(tiny_weights=BUILTIN), lora, inputs, settings, work, torch.device("cpu"))
+
+
+def _first_frame(spec: world.ClipSpec) -> np.ndarray:
+    return world.render_frames(spec, 1, FPS, sample.DEMO_SIZE)[0]
+
+
+@pytest.fixture(scope="module")
+def i2v_lora(demo_run: Path) -> Path:
+    """The default demo's LoRA (i2v on the sample dataset, on the shipped weights)."""
+    return demo_run / "lora.safetensors"
+
+
+@pytest.fixture(scope="module")
+def a2v_lora(tmp_path_factory, cache_dir) -> Path:
+    run_dir = tmp_path_factory.mktemp("a2v-demo") / "run"
+    cli(run_dir, cache_dir, "mode=a2v", "model=tiny", "validation=none")
+    return run_dir / "lora.safetensors"
+
+
+def _held_out_i2v(i: int) -> world.ClipSpec:
+    """A pulsing clip the sample dataset does not hold (its own seed), as in the dataset's even (trigger) clips."""
+    rng = np.random.default_rng([13, i])
+    return sample.with_concept(sample.pulsing_spec(rng), rng)
+
+
+# ------------------------------------------------------------------------------------------------ i2v
+
+
+def test_i2v_preview_starts_on_the_given_image_and_continues_it(tmp_path, i2v_lora: Path) -> None:
+    spec = _held_out_i2v(0)
+    start = _first_frame(spec)
+    clip = _render(tmp_path / "lora", i2v_lora, f"{sample.TRIGGER} {spec.caption()}", image=start)
+    first = world.psnr(clip.frames[0], start)
+    later = [world.psnr(frame, start) for frame in clip.frames[1:]]
+    _, _, radius = world.measure_shape(clip.frames, spec.colour)
+    print(f"frame 0 vs start image: {first:.2f} dB; later frames {min(later):.1f}–{max(later):.1f} dB; "
+          f"shape radius per frame: {np.round(radius, 1).tolist()}")
     assert first >= FIRST_FRAME_PSNR_DB
-    # Later frames continue the image: the captioned shape is still there, at about its size.
-    expected = spec.radius * min(codec.VIDEO_SIZE)
-    assert np.all(radius[1:] > 0.5 * expected)
-    random_frames, _, _ = _i2v_clip(tmp_path / "random", "")
-    assert world.psnr(random_frames[0], start) < FIRST_FRAME_PSNR_DB
+    # Later frames continue the image: the same scene, and the captioned shape is still there at about its size.
+    assert min(later) >= CONTINUES_PSNR_DB
+    expected = spec.radius * min(sample.DEMO_SIZE)
+    assert np.all(radius > 0.5 * expected)
+
+
+def test_i2v_lora_without_the_image_still_makes_the_captioned_scene(tmp_path, i2v_lora: Path) -> None:
+    """Trained with first_frame_conditioning_p = 0.5, the LoRA also generates from the caption alone."""
+    spec = _held_out_i2v(1)
+    clip = _render(tmp_path / "t2v", i2v_lora, f"{sample.TRIGGER} {spec.caption()}")
+    _, _, radius = world.measure_shape(clip.frames, spec.colour)
+    expected = spec.radius * min(sample.DEMO_SIZE)
+    background = world.background_name(clip.frames)
+    print(f"no image: background {background} (asked {spec.background}); shape radius {np.round(radius, 1)}")
+    assert background == spec.background
+    assert np.all((radius > 0.5 * expected) & (radius < 3.0 * expected))
+
+
+def test_trigger_word_brings_the_glide(tmp_path, i2v_lora: Path) -> None:
+    """The concept (a glide down-right) appears with ``zwx`` and not without it, nor in the base model."""
+    glides = {"lora+trigger": [], "lora": [], "base+trigger": []}
+    for i in range(2):
+        spec = _held_out_i2v(2 + i)
+        start, caption = _first_frame(spec), spec.caption()
+        runs = {"lora+trigger": (i2v_lora, f"{sample.TRIGGER} {caption}"), "lora": (i2v_lora, caption),
+                "base+trigger": (None, f"{sample.TRIGGER} {caption}")}
+        for name, (lora, prompt) in runs.items():
+            clip = _render(tmp_path / f"{name}{i}", lora, prompt, image=start, seed=i)
+            glides[name].append(world.glide(clip.frames, spec.colour, sample.CONCEPT_MOTION))
+    means = {name: float(np.mean(values)) for name, values in glides.items()}
+    print("glide down-right over 17 frames (px):", {k: round(v, 1) for k, v in means.items()}, glides)
+    assert means["lora+trigger"] >= GLIDE_PX
+    assert means["lora+trigger"] - max(means["lora"], means["base+trigger"]) >= GLIDE_PX
+
+
+# ------------------------------------------------------------------------------------------------ a2v
+
+
+def _held_out_a2v(i: int) -> world.ClipSpec:
+    """A pulsing clip whose 17 frames hold exactly one loudness beat, at phase i × 60°."""
+    spec = sample.pulsing_spec(np.random.default_rng([17, i]))
+    return replace(spec, beat_hz=FPS / FRAMES, beat_phase=i * np.pi / 3)
+
+
+def test_a2v_lora_moves_with_the_audio(tmp_path, a2v_lora: Path) -> None:
+    """Size/loudness correlation: high for the LoRA with the clip's own track; near zero for the base model on
+    the same track, and for the LoRA fed the track shifted by a quarter beat (scored against the original)."""
+    scores = {"lora": [], "base": [], "lora+shifted": []}
+    seconds = FRAMES / FPS
+    for i in range(4):
+        spec = _held_out_a2v(i)
+        wave = world.render_audio(spec, seconds, codecs.SAMPLE_RATE)[:1]
+        shifted = world.render_audio(replace(spec, beat_phase=spec.beat_phase + np.pi / 2), seconds,
+                                     codecs.SAMPLE_RATE)[:1]
+        start = _first_frame(spec)
+        for name, lora, track in (("lora", a2v_lora, wave), ("base", None, wave), ("lora+shifted", a2v_lora, shifted)):
+            clip = _render(tmp_path / f"{name}{i}", lora, spec.caption(), image=start, audio=track, seed=i)
+            score = world.size_loudness_correlation(clip.frames, spec.colour, wave, codecs.SAMPLE_RATE, FPS)
+            scores[name].append(score)
+    means = {name: float(np.mean(values)) for name, values in scores.items()}
+    print("size/loudness correlation:", {k: round(v, 3) for k, v in means.items()}, scores)
+    assert means["lora"] >= A2V_CORRELATION
+    assert abs(means["base"]) <= A2V_CONTROL and abs(means["lora+shifted"]) <= A2V_CONTROL

@@ -1,7 +1,8 @@
 """Regenerate the small validation inputs shipped in ltxlab/assets/validation (used by `validation=sample`).
 
-They come from the same generator as the sample datasets (a held-out seed), so previews show the demo LoRA
-on an unseen clip (the i2v one carries the trigger word): `i2v_start.png`, `a2v_start.png` + `a2v_audio.wav`, and their captions (`*_prompt.txt`).
+They come from the same generator as the sample datasets (a held-out seed, at the demo's 512×512), so previews
+show the demo LoRA on an unseen clip (the i2v caption carries the trigger word): `i2v_start.png`,
+`a2v_start.png` + `a2v_audio.wav`, and their captions (`*_prompt.txt`).
 
     python tools/make_validation_assets.py
 """

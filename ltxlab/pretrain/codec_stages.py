@@ -196,6 +196,24 @@ def vocoder_loss(vocoder: nn.Module, wave16k: Tensor, wave48k: Tensor) -> Tensor
 
 
 @torch.no_grad()
+def calibrate_vocoder_level(vocoder: nn.Module, seed: int, clips: int = 8) -> float:
+    """Set the vocoder's output level, which its spectral loss leaves ~200× low, and return the gain applied.
+
+    The stage-1 vocoder's output convolution is scaled so held-out tones come out at their source RMS, and the
+    bandwidth extension's output convolution is zeroed: the world's tones (220–660 Hz) have nothing above the
+    16 kHz stage's band to add, so the 48 kHz output is the resampled stage-1 wave."""
+    specs = heldout_clips(seed, clips)
+    waves = torch.stack([torch.from_numpy(world.render_audio(s, AUDIO_SECONDS, codecs.SAMPLE_RATE)) for s in specs])
+    produced = vocoder.vocoder(codecs.log_mel(waves, tiny.MEL_BINS))
+    gain = float(waves.pow(2).mean().sqrt() / produced.pow(2).mean().sqrt().clamp(min=1e-8))
+    for param in vocoder.vocoder.conv_out.parameters():
+        param.mul_(gain)
+    for param in vocoder.bwe_generator.conv_out.parameters():
+        param.zero_()
+    return gain
+
+
+@torch.no_grad()
 def heldout_envelope_correlation(audio_vae: nn.Module, vocoder: nn.Module, seed: int, clips: int = 6) -> float:
     """Mean Pearson correlation between the loudness envelope of held-out beating tones and of their audio VAE +
     vocoder round trip (RMS in 40 ms windows every 20 ms)."""

@@ -211,6 +211,7 @@ def train_audio(plan: PretrainPlan, work: Path, progress: bool = True) -> tuple[
 
     summary = train_stage("audio", {"audio_vae": audio_vae, "vocoder": vocoder}, loss_at, plan.audio, work,
                           plan.checkpoint_every, progress)
+    summary["vocoder_gain"] = round(codec.calibrate_vocoder_level(vocoder, seed), 2)
     summary["heldout_envelope_correlation"] = codec.heldout_envelope_correlation(audio_vae, vocoder, seed,
                                                                                     plan.eval_clips)
     log.info("audio: held-out envelope correlation %.3f", summary["heldout_envelope_correlation"])

@@ -215,3 +215,37 @@ def envelope_of(wave: np.ndarray, sample_rate: int, times: np.ndarray, window_s:
         seg = mono[max(0, i - half) : i + half]
         out.append(float(np.sqrt(np.mean(seg**2))) if seg.size else 0.0)
     return np.array(out)
+
+
+def glide(frames: np.ndarray, colour: str, motion: str) -> float:
+    """How far (pixels) the shape's centroid travelled along ``motion``'s direction from the first frame to the
+    last frames (the mean of the last three, which steadies a decoded clip's jitter)."""
+    cx, cy, _ = measure_shape(frames, colour)
+    dx, dy = direction(motion)
+    norm = np.hypot(dx, dy)
+    tail = slice(-3, None)
+    shift_x, shift_y = np.nanmean(cx[tail]) - cx[0], np.nanmean(cy[tail]) - cy[0]
+    return float((shift_x * dx + shift_y * dy) / norm) if np.isfinite(shift_x + shift_y) else 0.0
+
+
+def size_loudness_correlation(frames: np.ndarray, colour: str, wave: np.ndarray, sample_rate: int,
+                              fps: float) -> float:
+    """Pearson correlation of the shape's per-frame radius with the track's loudness at each frame's time
+    (frames where the shape is not found count as radius 0)."""
+    _, _, radius = measure_shape(frames, colour)
+    loud = envelope_of(wave, sample_rate, np.arange(len(frames)) / fps)
+    if radius.std() == 0 or loud.std() == 0:
+        return 0.0
+    return float(np.corrcoef(radius, loud)[0, 1])
+
+
+def background_name(frames: np.ndarray) -> str:
+    """The named colour whose gradient best matches the frames' median colour per row (the shape is a small
+    part of each row, so the median is the background)."""
+    rows = np.median(frames.astype(np.float32), axis=(0, 2))  # [H, 3]
+    size = (1, frames.shape[1])
+
+    def distance(name: str) -> float:
+        return float(np.abs(gradient(size, name)[:, 0].astype(np.float32) - rows).mean())
+
+    return min(COLOURS, key=distance)
