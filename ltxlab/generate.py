@@ -152,8 +152,9 @@ def _parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("model")
     m.add_argument("--model", choices=[*loader.MODEL_NAMES, "tiny_random"], default=ModelConfig.name,
                    help="tiny: as model=tiny (see --tiny-weights); tiny_random: always random weights")
-    m.add_argument("--tiny-weights", default="",
-                   help=f"tiny: a tools/pretrain_tiny.py folder, or {BUILTIN!r} (the package's); default: random")
+    m.add_argument("--tiny-weights", default=BUILTIN,
+                   help=f"tiny: {BUILTIN!r} (the package's pretrained weights, default), a tools/pretrain_tiny.py "
+                        "folder, or '' (random)")
     m.add_argument("--checkpoint-dir", help="ltx23: diffusers-format folder")
     m.add_argument("--transformer-file", help="ltx23: Lightricks single-file checkpoint")
     m.add_argument("--video-vae-file")

@@ -265,15 +265,19 @@ def pretrain(plan: PretrainPlan, work: Path, out: Path | None, stages: tuple[str
             plan, work, modules["video_vae"], modules["audio_vae"], progress)
     if out is None or set(modules) != set(COMPONENTS):
         return {"stages": summaries}
-    manifest = {"plan": dataclasses.asdict(plan), "configs": json.loads(json.dumps(component_configs())),
+    manifest = {"plan": dataclasses.asdict(plan), "parameters_dtype": "float16",
+                "configs": json.loads(json.dumps(component_configs())),
                 "stages": summaries, "seconds_this_run": round(time.perf_counter() - started, 1)}
     export(modules, out, manifest)
     return manifest
 
 
 def export(modules: dict[str, nn.Module], out: Path, manifest: dict) -> None:
+    """One safetensors file per component: parameters in float16 (half the size: the package ships them, within
+    the 20 MB budget; loading casts back to the model's dtype), buffers such as latent statistics in float32."""
     out.mkdir(parents=True, exist_ok=True)
     for name, module in modules.items():
-        tensors = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+        params = {key for key, _ in module.named_parameters()}
+        tensors = {k: (v.half() if k in params else v).detach().contiguous() for k, v in module.state_dict().items()}
         save_file(tensors, out / f"{name}.safetensors", metadata={"ltxlab_component": name})
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
