@@ -35,9 +35,10 @@ def cache_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory, cache_dir) -> Path:
-    """``python -m ltxlab`` with the embedded defaults (W&B offline, progress bars off)."""
+    """``python -m ltxlab`` with the embedded defaults (W&B offline, progress bars off): the pretrained tiny world
+    (``model=tiny``), the i2v sample dataset, previews beside the base model."""
     from tests.cli_runs import cli
 
     run_dir = tmp_path_factory.mktemp("demo") / "run"
-    cli(run_dir, cache_dir, logger="wandb")
+    cli(run_dir, cache_dir, "model=tiny", logger="wandb")
     return run_dir

@@ -9,7 +9,9 @@ What drives what:
 * the shape's radius follows a loudness envelope (``size_for_loudness``). In a clip from :func:`random_spec` the
   tone plays that same envelope; the pretraining corpus gives the tone an envelope of its own
   (:func:`with_independent_tone`), so the base model learns no audio → size link, and an a2v LoRA can teach it
-  (the a2v sample dataset couples them) and a test can measure it by correlating size with loudness.
+  (the a2v sample dataset couples them) and a test can measure it by correlating size with loudness;
+* in half the corpus clips the background glows with the tone's loudness (``glow``, "a glowing blue background"),
+  so the base model does learn to follow the audio's loudness in time — but with the background, not the shape.
 
 Motions: the four axis directions and ``pulsing`` in place. Diagonal motions exist for the VAE (any motion) but are kept
 out of the transformer's corpus, so a LoRA can teach one as a concept the base model does not know. The sample
@@ -53,6 +55,7 @@ class ClipSpec:
     beat_hz: float  # loudness envelope rate; 0 = steady tone
     beat_phase: float
     tone_beat: tuple[float, float] | None = None  # the tone's own (rate, phase); None = the shape's envelope
+    glow: bool = False  # the background's brightness follows the tone's loudness (and the caption says so)
 
     def caption(self, motion: bool = True, tone: bool = True) -> str:
         """What the clip shows; ``motion=False`` describes a still, ``tone=False`` a silent clip."""
@@ -64,7 +67,8 @@ class ClipSpec:
             act = " pulsing" if pulsing else f" moving {self.motion}"
         else:
             act = f" with a {self.pitch} tone" if tone else ""
-        return f"{what}{act} over a {self.background} background"
+        glowing = "glowing " if self.glow else ""
+        return f"{what}{act} over a {glowing}{self.background} background"
 
 
 def loudness(t: np.ndarray, beat_hz: float, phase: float) -> np.ndarray:
@@ -94,9 +98,11 @@ def random_spec(rng: np.random.Generator, motions: tuple[str, ...] = (*AXIS_MOTI
 
 
 def with_independent_tone(spec: ClipSpec, rng: np.random.Generator) -> ClipSpec:
-    """The same clip with a tone whose loudness envelope is drawn apart from the shape's (steady half the time)."""
-    rate = float(rng.uniform(1.0, 2.5)) if rng.random() < 0.5 else 0.0
-    return replace(spec, tone_beat=(rate, float(rng.uniform(0, 2 * np.pi))))
+    """The same clip with a tone whose loudness envelope is drawn apart from the shape's (steady half the time);
+    in half the clips the background glows with the tone (a beating one: the glow must be visible)."""
+    glow = rng.random() < 0.5
+    rate = float(rng.uniform(1.0, 2.5)) if glow or rng.random() < 0.5 else 0.0
+    return replace(spec, tone_beat=(rate, float(rng.uniform(0, 2 * np.pi))), glow=glow)
 
 
 def gradient(size: tuple[int, int], name: str) -> np.ndarray:
@@ -151,19 +157,25 @@ def centres_and_radii(spec: ClipSpec, frames: int, fps: float, size: tuple[int, 
     return cx, cy, radius
 
 
+def tone_loudness(spec: ClipSpec, t: np.ndarray) -> np.ndarray:
+    """The tone's loudness envelope at times ``t`` (its own beat, or the shape's)."""
+    rate, phase = spec.tone_beat or (spec.beat_hz, spec.beat_phase)
+    return loudness(t, rate, phase)
+
+
 def render_frames(spec: ClipSpec, frames: int, fps: float, size: tuple[int, int]) -> np.ndarray:
     """[F, H, W, 3] uint8 frames of the clip at ``size`` = (width, height)."""
-    bg = gradient(size, spec.background)
+    bg = gradient(size, spec.background).astype(np.float32)
+    brightness = 0.45 + 0.55 * tone_loudness(spec, np.arange(frames) / fps) if spec.glow else np.ones(frames)
     cx, cy, radius = centres_and_radii(spec, frames, fps, size)
-    shapes = zip(cx, cy, radius, strict=True)
-    return np.stack([draw_shape(bg.copy(), spec.shape, spec.colour, x, y, r) for x, y, r in shapes])
+    shapes = zip(brightness, cx, cy, radius, strict=True)
+    return np.stack([draw_shape((bg * b).astype(np.uint8), spec.shape, spec.colour, x, y, r) for b, x, y, r in shapes])
 
 
 def render_audio(spec: ClipSpec, seconds: float, sample_rate: int) -> np.ndarray:
     """[2, T] float32 stereo tone at ``sample_rate`` whose amplitude is the loudness envelope."""
     t = np.arange(round(seconds * sample_rate)) / sample_rate
-    rate, phase = spec.tone_beat or (spec.beat_hz, spec.beat_phase)
-    wave = 0.8 * loudness(t, rate, phase) * np.sin(2 * np.pi * PITCHES[spec.pitch] * t)
+    wave = 0.8 * tone_loudness(spec, t) * np.sin(2 * np.pi * PITCHES[spec.pitch] * t)
     return np.stack([wave, wave]).astype(np.float32)
 
 
