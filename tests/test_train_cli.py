@@ -21,7 +21,7 @@ from tests.cli_runs import REPO, cli, losses
 GOLDEN = Path(__file__).parent / "golden" / "i2v_demo_losses.json"
 
 
-DEMO_STEPS = 300  # preset=demo
+DEMO_STEPS = 100  # preset=demo; validation and checkpoints every 50
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_demo_losses_match_golden_and_converge(demo_run: Path) -> None:
     golden = json.loads(GOLDEN.read_text())
     # Bit-exact on the machine that recorded it; other CPUs may differ in the last bits, which compounds slowly.
     assert got[:10] == pytest.approx(golden[:10], rel=1e-3)
-    assert sum(got[-50:]) / 50 == pytest.approx(sum(golden[-50:]) / 50, rel=0.03)
-    assert sum(got[-50:]) < 0.9 * sum(got[:50])  # it learns
+    assert sum(got[-20:]) / 20 == pytest.approx(sum(golden[-20:]) / 20, rel=0.03)
+    assert sum(got[-20:]) < 0.9 * sum(got[:20])  # it learns
 
 
 def test_lora_matches_the_checkpoint(demo_run: Path) -> None:
@@ -86,7 +86,7 @@ def test_demo_reel_is_the_video_output(demo_run: Path) -> None:
     assert (info.width, info.height, info.num_frames, info.fps) == (2 * 512 + 8, 512, 17, 24.0)
     assert info.has_audio
     previews = sorted(p.name for p in (demo_run / "previews").glob("*.mp4"))
-    steps = [f"step_{step:06d}" for step in range(100, DEMO_STEPS + 1, 100)]
+    steps = [f"step_{step:06d}" for step in range(50, DEMO_STEPS + 1, 50)]
     assert previews == sorted([f"reel_{s}.mp4" for s in steps] + [f"{s}_0.mp4" for s in steps])
 
 

@@ -37,7 +37,7 @@ class ModelConfig:
 
     # Prompt length in tokens (left-padded). Must be a multiple of the connectors' learnable registers
     # (8 for tiny, 128 for LTX-2.3); the reference pipelines use 1024.
-    max_sequence_length: int = 64
+    max_sequence_length: int = 32
 
     # Audio↔video cross-attention modulation: "ltx_core" (current ltx-core: scale/shift from the modality's own
     # per-token timesteps, gate from the other modality's σ) or "legacy" (diffusers 0.42.1 / ltx-core 1.0.0: the

@@ -76,7 +76,7 @@ class PretrainPlan:
     video_encoder: StagePlan = StagePlan(steps=400, batch=2, learning_rate=1e-3)
     video_vae: StagePlan = StagePlan(steps=300, batch=2, learning_rate=3e-4)
     audio: StagePlan = StagePlan(steps=800, batch=4, learning_rate=2e-3)
-    transformer: StagePlan = StagePlan(steps=4000, batch=4, learning_rate=1e-3)
+    transformer: StagePlan = StagePlan(steps=2000, batch=4, learning_rate=1e-3)
     corpus_clips: int = 160
     eval_clips: int = 4  # held-out clips for the measured codec quality in the manifest
     stats_clips: int = 16  # clips for the video latents' per-channel mean/std

@@ -9,9 +9,7 @@ What drives what:
 * the shape's radius follows a loudness envelope (``size_for_loudness``). In a clip from :func:`random_spec` the
   tone plays that same envelope; the pretraining corpus gives the tone an envelope of its own
   (:func:`with_independent_tone`), so the base model learns no audio → size link, and an a2v LoRA can teach it
-  (the a2v sample dataset couples them) and a test can measure it by correlating size with loudness;
-* in half the corpus clips the background glows with the tone's loudness (``glow``, "a glowing blue background"),
-  so the base model does learn to follow the audio's loudness in time — but with the background, not the shape.
+  (the a2v sample dataset couples them) and a test can measure it by correlating size with loudness.
 
 Motions: the four axis directions and ``pulsing`` in place. Diagonal motions exist for the VAE (any motion) but are kept
 out of the transformer's corpus, so a LoRA can teach one as a concept the base model does not know. The sample
@@ -55,11 +53,10 @@ class ClipSpec:
     beat_hz: float  # loudness envelope rate; 0 = steady tone
     beat_phase: float
     tone_beat: tuple[float, float] | None = None  # the tone's own (rate, phase); None = the shape's envelope
-    glow: bool = False  # the background's brightness follows the tone's loudness (and the caption says so)
 
     def caption(self, motion: bool = True, tone: bool = True) -> str:
         """What the clip shows; ``motion=False`` describes a still, ``tone=False`` a silent clip."""
-        what = f"{'an' if self.colour[0] in 'aeiou' else 'a'} {self.colour} {self.shape}"
+        what = f"a {self.colour} {self.shape}"  # "a orange": the shipped weights were trained on these captions
         pulsing = self.motion == "pulsing"
         if motion and tone:
             act = f" pulsing to a {self.pitch} tone" if pulsing else f" moving {self.motion} with a {self.pitch} tone"
@@ -67,8 +64,7 @@ class ClipSpec:
             act = " pulsing" if pulsing else f" moving {self.motion}"
         else:
             act = f" with a {self.pitch} tone" if tone else ""
-        glowing = "glowing " if self.glow else ""
-        return f"{what}{act} over a {glowing}{self.background} background"
+        return f"{what}{act} over a {self.background} background"
 
 
 def loudness(t: np.ndarray, beat_hz: float, phase: float) -> np.ndarray:
@@ -98,11 +94,9 @@ def random_spec(rng: np.random.Generator, motions: tuple[str, ...] = (*AXIS_MOTI
 
 
 def with_independent_tone(spec: ClipSpec, rng: np.random.Generator) -> ClipSpec:
-    """The same clip with a tone whose loudness envelope is drawn apart from the shape's (steady half the time);
-    in half the clips the background glows with the tone (a beating one: the glow must be visible)."""
-    glow = rng.random() < 0.5
-    rate = float(rng.uniform(1.0, 2.5)) if glow or rng.random() < 0.5 else 0.0
-    return replace(spec, tone_beat=(rate, float(rng.uniform(0, 2 * np.pi))), glow=glow)
+    """The same clip with a tone whose loudness envelope is drawn apart from the shape's (steady half the time)."""
+    rate = float(rng.uniform(1.0, 2.5)) if rng.random() < 0.5 else 0.0
+    return replace(spec, tone_beat=(rate, float(rng.uniform(0, 2 * np.pi))))
 
 
 def gradient(size: tuple[int, int], name: str) -> np.ndarray:
@@ -165,11 +159,10 @@ def tone_loudness(spec: ClipSpec, t: np.ndarray) -> np.ndarray:
 
 def render_frames(spec: ClipSpec, frames: int, fps: float, size: tuple[int, int]) -> np.ndarray:
     """[F, H, W, 3] uint8 frames of the clip at ``size`` = (width, height)."""
-    bg = gradient(size, spec.background).astype(np.float32)
-    brightness = 0.45 + 0.55 * tone_loudness(spec, np.arange(frames) / fps) if spec.glow else np.ones(frames)
+    bg = gradient(size, spec.background)
     cx, cy, radius = centres_and_radii(spec, frames, fps, size)
-    shapes = zip(brightness, cx, cy, radius, strict=True)
-    return np.stack([draw_shape((bg * b).astype(np.uint8), spec.shape, spec.colour, x, y, r) for b, x, y, r in shapes])
+    shapes = zip(cx, cy, radius, strict=True)
+    return np.stack([draw_shape(bg.copy(), spec.shape, spec.colour, x, y, r) for x, y, r in shapes])
 
 
 def render_audio(spec: ClipSpec, seconds: float, sample_rate: int) -> np.ndarray:
