@@ -42,3 +42,14 @@ def demo_run(tmp_path_factory, cache_dir) -> Path:
     run_dir = tmp_path_factory.mktemp("demo") / "run"
     cli(run_dir, cache_dir, "model=tiny", logger="wandb")
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def random_run(tmp_path_factory, cache_dir) -> Path:
+    """The demo on random weights (``model=tiny_random``, W&B off): the baseline of the cache, resume and fault
+    tests, whose mechanics do not depend on the pretrained weights (and run faster on the smaller family)."""
+    from tests.cli_runs import cli
+
+    run_dir = tmp_path_factory.mktemp("random") / "run"
+    cli(run_dir, cache_dir, "model=tiny_random")
+    return run_dir

@@ -30,7 +30,7 @@ def test_a2v_trains_video_only_with_frozen_audio(cache_dir: Path, tmp_path: Path
     assert reel.has_audio and reel.num_frames == 17
 
 
-def test_debug_archive_from_a_cached_dataset(demo_run: Path, cache_dir: Path, tmp_path: Path) -> None:
+def test_debug_archive_from_a_cached_dataset(random_run: Path, cache_dir: Path, tmp_path: Path) -> None:
     """The data stage writes the archive even when the latents come from the cache (the data stage alone here;
     result.json naming it is checked by test_request's a2v request, which trains)."""
     run_dir = tmp_path / "debug"

@@ -16,7 +16,7 @@ import pytest
 
 from ltxlab.config.validate import validate
 from ltxlab.data.cache import build_once, cached_or_build, shard_checksum, verify_shards
-from ltxlab.data.sample import make_a2v_dataset, make_i2v_dataset
+from ltxlab.data.sample import GENERATOR_VERSION, make_a2v_dataset, make_i2v_dataset
 from ltxlab.data.shards import ShardIndex
 from ltxlab.errors import EXIT_INPUT, EXIT_OS, CacheCorrupt, ConfigError
 from ltxlab.export import RunOutputs
@@ -139,7 +139,8 @@ def test_concurrent_builds_wait_and_reuse(tmp_path: Path) -> None:
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     assert outs[0][0] == outs[1][0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".sample-data-v2-a2v.lock", "sample-data-v2-a2v"]
+    name = f"sample-data-v{GENERATOR_VERSION}-a2v"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{name}.lock", name]
 
 
 # ---------------------------------------------------------------------------------------------------- OS errors

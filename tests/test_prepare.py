@@ -41,7 +41,7 @@ def test_i2v_fitted_clips_audio_and_captions(i2v_root: Path) -> None:
         assert c.fps == 24.0
         assert c.audio is not None and c.audio.shape == (2, round(17 / 24 * SR)) and c.audio.dtype == np.float32
         assert np.isclose(np.abs(c.audio).max(), 0.99, atol=1e-3)  # peak-normalised
-        assert c.caption.startswith("tr1gger a ")
+        assert c.caption.startswith(("tr1gger a ", "tr1gger zwx a "))  # the trigger, then the clip's own caption
     assert clips[0].source == "clip01.mp4"
     # Resize-to-fill then centre crop, frame for frame.
     decoded = fitted(i2v_root / "clip02.mp4")

@@ -54,7 +54,7 @@ runpy.run_module("ltxlab", run_name="__main__", alter_sys=True)
 """
 
 
-def test_sigkill_at_a_random_step_and_inside_a_save_resumes_bit_exactly(demo_run: Path, cache_dir: Path,
+def test_sigkill_at_a_random_step_and_inside_a_save_resumes_bit_exactly(random_run: Path, cache_dir: Path,
                                                                        tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     _kill_after(run_dir, cache_dir, rows=random.randint(22, 58))  # after the step-20 checkpoint, any step
@@ -71,14 +71,14 @@ def test_sigkill_at_a_random_step_and_inside_a_save_resumes_bit_exactly(demo_run
     assert "(step 60)" in resumed.stdout + resumed.stderr
     # After two resumes: every step once, and the trajectory of the uninterrupted run, bit for bit.
     assert [r["step"] for r in _rows(run_dir)] == list(range(1, 101))
-    assert losses(run_dir) == losses(demo_run)
-    assert json.loads((run_dir / "result.json").read_text())["final_loss"] == losses(demo_run)[-1]
+    assert losses(run_dir) == losses(random_run)
+    assert json.loads((run_dir / "result.json").read_text())["final_loss"] == losses(random_run)[-1]
 
 
-def test_finished_run_rerun_is_a_noop_and_a_changed_lr_is_refused(demo_run: Path, cache_dir: Path,
+def test_finished_run_rerun_is_a_noop_and_a_changed_lr_is_refused(random_run: Path, cache_dir: Path,
                                                                  tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    shutil.copytree(demo_run, run_dir, ignore=shutil.ignore_patterns("wandb"))
+    shutil.copytree(random_run, run_dir, ignore=shutil.ignore_patterns("wandb"))
     (run_dir / "error.json").write_text('{"status": 422}')  # left by an earlier failed attempt
     outputs = ("result.json", "lora.safetensors", "metrics.jsonl", "config.json", "checkpoints/latest")
     before = {name: (run_dir / name).read_bytes() for name in outputs}
@@ -118,7 +118,7 @@ def test_two_runs_on_a_fresh_cache_share_one_build_that_heals_when_truncated(tmp
     # Healed by a fresh process, as the original build was: float kernels inside this pytest process may run with
     # other thread settings left by earlier tests, which changes encoder rounding (not the cache's determinism).
     cmd = [sys.executable, "-m", "ltxlab.encode", "logger=none", "logger.progress_bar=false",
-           f"hydra.run.dir={runs[0]}", f"data.cache_dir={cache}", "validation=none"]
+           f"hydra.run.dir={runs[0]}", f"data.cache_dir={cache}", "validation=none", "model=tiny_random"]
     healed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert healed.returncode == 0, healed.stderr[-2000:]
     assert shard.read_bytes() == good  # the truncated shard was rebuilt, byte-identical (deterministic data)

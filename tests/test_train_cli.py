@@ -24,14 +24,6 @@ GOLDEN = Path(__file__).parent / "golden" / "i2v_demo_losses.json"
 DEMO_STEPS = 100  # preset=demo; validation and checkpoints every 50
 
 
-@pytest.fixture(scope="module")
-def random_run(tmp_path_factory, cache_dir) -> Path:
-    """The demo on random weights (model=tiny_random), 100 steps: the baseline of the mechanics tests."""
-    run_dir = tmp_path_factory.mktemp("random") / "run"
-    cli(run_dir, cache_dir, "model=tiny_random", "optim.number_of_steps=100")
-    return run_dir
-
-
 def test_demo_leaves_lora_config_and_shards(demo_run: Path) -> None:
     result = json.loads((demo_run / "result.json").read_text())
     assert result["billable_units"] == DEMO_STEPS
@@ -91,7 +83,7 @@ def test_demo_reel_is_the_video_output(demo_run: Path) -> None:
 
 
 def test_rerun_reuses_the_latent_cache(random_run: Path, cache_dir: Path, tmp_path: Path) -> None:
-    proc = cli(tmp_path / "again", cache_dir, "model=tiny_random", "optim.number_of_steps=100", "validation=none")
+    proc = cli(tmp_path / "again", cache_dir, "model=tiny_random", "validation=none")
     assert "reused cache" in proc.stdout + proc.stderr
     # Validation never touches the training RNG stream: without it the losses are identical.
     assert losses(tmp_path / "again") == losses(random_run)
@@ -104,8 +96,7 @@ def test_rerun_reuses_the_latent_cache(random_run: Path, cache_dir: Path, tmp_pa
 
 def test_preempted_run_resumes_where_it_stopped(random_run: Path, cache_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "ltxlab", "model=tiny_random", "optim.number_of_steps=100", "logger=none",
-            "logger.progress_bar=false",
+    args = [sys.executable, "-m", "ltxlab", "model=tiny_random", "logger=none", "logger.progress_bar=false",
             f"hydra.run.dir={run_dir}", f"data.cache_dir={cache_dir}"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = run_dir / "metrics.jsonl"
@@ -119,7 +110,7 @@ def test_preempted_run_resumes_where_it_stopped(random_run: Path, cache_dir: Pat
     assert 20 <= stopped_at < 100
     assert not (run_dir / "result.json").exists()
 
-    resumed = cli(run_dir, cache_dir, "model=tiny_random", "optim.number_of_steps=100")  # the same command again
+    resumed = cli(run_dir, cache_dir, "model=tiny_random")  # the same command again
     assert f"step {stopped_at})" in resumed.stdout + resumed.stderr
     # The resumed trajectory is the uninterrupted one: same data order, RNG, optimizer and LR state.
     assert losses(run_dir) == pytest.approx(losses(random_run), rel=1e-5)
