@@ -151,12 +151,6 @@ def centres_and_radii(spec: ClipSpec, frames: int, fps: float, size: tuple[int, 
     return cx, cy, radius
 
 
-def tone_loudness(spec: ClipSpec, t: np.ndarray) -> np.ndarray:
-    """The tone's loudness envelope at times ``t`` (its own beat, or the shape's)."""
-    rate, phase = spec.tone_beat or (spec.beat_hz, spec.beat_phase)
-    return loudness(t, rate, phase)
-
-
 def render_frames(spec: ClipSpec, frames: int, fps: float, size: tuple[int, int]) -> np.ndarray:
     """[F, H, W, 3] uint8 frames of the clip at ``size`` = (width, height)."""
     bg = gradient(size, spec.background)
@@ -168,7 +162,8 @@ def render_frames(spec: ClipSpec, frames: int, fps: float, size: tuple[int, int]
 def render_audio(spec: ClipSpec, seconds: float, sample_rate: int) -> np.ndarray:
     """[2, T] float32 stereo tone at ``sample_rate`` whose amplitude is the loudness envelope."""
     t = np.arange(round(seconds * sample_rate)) / sample_rate
-    wave = 0.8 * tone_loudness(spec, t) * np.sin(2 * np.pi * PITCHES[spec.pitch] * t)
+    rate, phase = spec.tone_beat or (spec.beat_hz, spec.beat_phase)
+    wave = 0.8 * loudness(t, rate, phase) * np.sin(2 * np.pi * PITCHES[spec.pitch] * t)
     return np.stack([wave, wave]).astype(np.float32)
 
 
