@@ -16,7 +16,6 @@ from ltxlab import distributed
 from ltxlab.config.resolution import bucket_size
 from ltxlab.config.schema import Config
 from ltxlab.config.validate import validate
-from ltxlab.data.pipeline import build_latents_once
 from ltxlab.errors import (
     CacheCorrupt,
     InputError,
@@ -27,11 +26,8 @@ from ltxlab.errors import (
     report_input_error,
     write_error_file,
 )
-from ltxlab.export import RunOutputs, billable_units, save_lora, training_config_json, write_config_file
 from ltxlab.sweep import FAILED_OBJECTIVE, JobIdentity, RunInfo, job_identity
-from ltxlab.train.guard import require_finite_weights
 from ltxlab.train.resume import finished_run
-from ltxlab.train.trainer import Trainer
 
 log = logging.getLogger("ltxlab")
 
@@ -46,6 +42,12 @@ class RunResult:
 
 
 def run(cfg: Config, run_dir: Path, launch_dir: Path, show_progress: bool = True) -> RunResult:
+    # Deferred: torch, diffusers and DeepSpeed take seconds to import; a config the validator refuses exits first.
+    from ltxlab.data.pipeline import build_latents_once
+    from ltxlab.export import RunOutputs, billable_units, save_lora, training_config_json, write_config_file
+    from ltxlab.train.guard import require_finite_weights
+    from ltxlab.train.trainer import Trainer
+
     run_dir.mkdir(parents=True, exist_ok=True)
     latents = build_latents_once(cfg, run_dir, launch_dir, show_progress=show_progress)
     log.info("latents: %d samples in %s (%s)", latents.index.num_samples, latents.directory,

@@ -53,3 +53,15 @@ def random_run(tmp_path_factory, cache_dir) -> Path:
     run_dir = tmp_path_factory.mktemp("random") / "run"
     cli(run_dir, cache_dir, "model=tiny_random")
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def a2v_run(tmp_path_factory, cache_dir) -> Path:
+    """``python -m ltxlab mode=a2v``: the a2v demo on the pretrained tiny world, previews included. Shared by the
+    a2v CLI checks (frozen audio, the reel's muxed track) and the a2v behaviour test (does the LoRA follow the
+    audio?), so the suite trains it once."""
+    from tests.cli_runs import cli
+
+    run_dir = tmp_path_factory.mktemp("a2v-demo") / "run"
+    cli(run_dir, cache_dir, "mode=a2v", "model=tiny")
+    return run_dir

@@ -14,9 +14,8 @@ from ltxlab.data.sample import make_i2v_dataset
 from tests.cli_runs import cli, losses
 
 
-def test_a2v_trains_video_only_with_frozen_audio(cache_dir: Path, tmp_path: Path) -> None:
-    run_dir = tmp_path / "a2v"
-    cli(run_dir, cache_dir, "mode=a2v")
+def test_a2v_trains_video_only_with_frozen_audio(a2v_run: Path) -> None:
+    run_dir = a2v_run
     config = json.loads((run_dir / "config.json").read_text())
     assert config["training_type"] == "a2v" and config["audio_conditioning"] is True
     assert config["first_frame_conditioning_p"] == 1.0

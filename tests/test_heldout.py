@@ -71,16 +71,17 @@ def test_wandb_folders_do_not_leak_between_jobs_of_one_process(tmp_path: Path, m
     assert seen == [str(tmp_path / "0" / "wandb" / "data"), str(tmp_path / "1" / "wandb" / "data")]
 
 
-def test_heldout_scoring_never_changes_the_training_losses(demo_run: Path, cache_dir: Path, tmp_path: Path) -> None:
-    """The demo with held-out scoring replaced by a no-op trains exactly the demo's loss sequence (which scored
-    at steps 0, 50 and 100): scoring has its own RNG and leaves the model as it found it."""
+def test_heldout_scoring_never_changes_the_training_losses(random_run: Path, cache_dir: Path,
+                                                         tmp_path: Path) -> None:
+    """The demo (on random weights) with held-out scoring replaced by a no-op trains exactly that demo's loss
+    sequence (which scored at steps 0, 50 and 100): scoring has its own RNG and leaves the model as it found it."""
     run_dir = tmp_path / "no-heldout"
     script = (
         "import runpy, sys\n"
         "from ltxlab.train import heldout\n"
         "heldout.HeldoutLoss.run = lambda self, transformer, step: float('nan')\n"
-        f"sys.argv = ['ltxlab', 'logger=none', 'logger.progress_bar=false', 'hydra.run.dir={run_dir}',\n"
-        f"            'data.cache_dir={cache_dir}', 'validation=none']\n"
+        "sys.argv = ['ltxlab', 'logger=none', 'logger.progress_bar=false', 'model=tiny_random',\n"
+        f"            'hydra.run.dir={run_dir}', 'data.cache_dir={cache_dir}', 'validation=none']\n"
         "runpy.run_module('ltxlab', run_name='__main__')\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO), WANDB_MODE="offline")
@@ -88,5 +89,6 @@ def test_heldout_scoring_never_changes_the_training_losses(demo_run: Path, cache
                           env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not (run_dir / "heldout.jsonl").exists()
-    assert [json.loads(line)["step"] for line in (demo_run / "heldout.jsonl").read_text().splitlines()] == [0, 50, 100]
-    assert losses(run_dir) == losses(demo_run)
+    scored = [json.loads(line)["step"] for line in (random_run / "heldout.jsonl").read_text().splitlines()]
+    assert scored == [0, 50, 100]
+    assert losses(run_dir) == losses(random_run)

@@ -26,7 +26,6 @@ from ltxlab.pretrain import codec_stages as codec
 from ltxlab.pretrain import world
 from ltxlab.sample.runner import RenderedClip
 from ltxlab.sample.settings import SamplingSettings
-from tests.cli_runs import cli
 
 if not (BUILTIN_DIR / "manifest.json").is_file():
     pytest.skip("no pretrained tiny weights ship (ltxlab/assets/tiny)", allow_module_level=True)
@@ -101,10 +100,9 @@ def i2v_lora(demo_run: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def a2v_lora(tmp_path_factory, cache_dir) -> Path:
-    run_dir = tmp_path_factory.mktemp("a2v-demo") / "run"
-    cli(run_dir, cache_dir, "mode=a2v", "model=tiny", "validation=none")
-    return run_dir / "lora.safetensors"
+def a2v_lora(a2v_run: Path) -> Path:
+    """The a2v demo's LoRA (``mode=a2v`` on the a2v sample dataset, on the shipped weights)."""
+    return a2v_run / "lora.safetensors"
 
 
 def _held_out_i2v(i: int) -> world.ClipSpec:
