@@ -173,3 +173,17 @@ def test_vocoder_calibration_brings_held_out_tones_to_their_source_level() -> No
     assert before < 0.05 and 0.5 < level() < 1.5
     stage1 = vocoder.vocoder(mel)  # the bandwidth extension adds nothing: the output is the resampled stage 1
     assert torch.equal(vocoder(mel), torch.clamp(vocoder.resampler(stage1), -1, 1)[..., : vocoder(mel).shape[-1]])
+
+
+def test_conditioning_probe_measures_caption_and_audio_use(smoke_weights: Path) -> None:
+    """tools/probe_conditioning.py (the measurement behind the open tiny-world behaviours) runs on any export."""
+    proc = subprocess.run([sys.executable, "tools/probe_conditioning.py", "--weights", str(smoke_weights),
+                           "--clips", "2"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    values = {line.split()[0]: float(line.split()[1]) for line in proc.stdout.splitlines() if line.strip()}
+    assert set(values) == {"t2v_loss_own_caption", "t2v_loss_rolled_captions", "a2v_loss_own_audio",
+                           "a2v_loss_rolled_audio", "prediction_change_without_text_attention"}
+    assert all(np.isfinite(v) for v in values.values())
+    # Rolling the captions changes what the text branch adds, and that branch is not empty.
+    assert values["t2v_loss_own_caption"] != values["t2v_loss_rolled_captions"]
+    assert values["prediction_change_without_text_attention"] > 0
