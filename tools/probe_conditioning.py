@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
@@ -53,12 +54,12 @@ def text_attention_zeroed(transformer: nn.Module) -> Iterator[None]:
 
 
 def _rolled(batch: LatentBatch, text: bool, audio: bool) -> LatentBatch:
+    """The batch with each clip's caption and/or audio taken from its neighbour."""
     roll = torch.roll(torch.arange(batch.video.shape[0]), 1)
-    return LatentBatch(video=batch.video, video_shape=batch.video_shape,
-                       audio=batch.audio[roll] if audio else batch.audio,
-                       text_video=batch.text_video[roll] if text else batch.text_video,
-                       text_audio=batch.text_audio[roll] if text else batch.text_audio,
-                       text_mask=batch.text_mask[roll] if text else batch.text_mask, fps=batch.fps)
+    if text:
+        batch = replace(batch, text_video=batch.text_video[roll], text_audio=batch.text_audio[roll],
+                        text_mask=batch.text_mask[roll])
+    return replace(batch, audio=batch.audio[roll]) if audio else batch
 
 
 @torch.no_grad()
@@ -80,11 +81,11 @@ def probe(weights: str, clips: int, seed: int = 0) -> dict[str, float]:
         return float(compute_loss(*predict(transformer, inputs, b), inputs).video.mean())
 
     inputs = t2v.prepare(batch, torch.Generator().manual_seed(seed))
-    video, _ = predict(transformer, inputs, batch)
+    video, audio = predict(transformer, inputs, batch)
     with text_attention_zeroed(transformer):
         cut, _ = predict(transformer, inputs, batch)
     return {
-        "t2v_loss_own_caption": video_loss(t2v, batch),
+        "t2v_loss_own_caption": float(compute_loss(video, audio, inputs).video.mean()),
         "t2v_loss_rolled_captions": video_loss(t2v, _rolled(batch, text=True, audio=False)),
         "a2v_loss_own_audio": video_loss(a2v, batch),
         "a2v_loss_rolled_audio": video_loss(a2v, _rolled(batch, text=False, audio=True)),
