@@ -15,8 +15,10 @@ from safetensors.torch import load_file
 from ltxlab.errors import ConfigError
 from ltxlab.models import codecs, loader, tiny
 from ltxlab.models.spec import ModelConfig
+from ltxlab.modes import ShiftedLogitNormal
 from ltxlab.pretrain import world
 from ltxlab.pretrain.codec_stages import calibrate_vocoder_level, init_vocoder_stft
+from ltxlab.pretrain.flow_stage import WithPureNoise
 from ltxlab.pretrain.stages import COMPONENTS, StagePlan, component_configs, train_stage
 from tests.cli_runs import REPO
 
@@ -181,9 +183,21 @@ def test_conditioning_probe_measures_caption_and_audio_use(smoke_weights: Path) 
                            "--clips", "2"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     values = {line.split()[0]: float(line.split()[1]) for line in proc.stdout.splitlines() if line.strip()}
-    assert set(values) == {"t2v_loss_own_caption", "t2v_loss_rolled_captions", "a2v_loss_own_audio",
-                           "a2v_loss_rolled_audio", "prediction_change_without_text_attention"}
+    names = ("t2v_loss_own_caption", "t2v_loss_rolled_captions", "a2v_loss_own_audio", "a2v_loss_rolled_audio",
+             "prediction_change_without_text_attention")
+    assert set(values) == {f"{name}@{sigma}" for name in names for sigma in ("1", "0.97")}
     assert all(np.isfinite(v) for v in values.values())
-    # Rolling the captions changes what the text branch adds, and that branch is not empty.
-    assert values["t2v_loss_own_caption"] != values["t2v_loss_rolled_captions"]
-    assert values["prediction_change_without_text_attention"] > 0
+    for sigma in ("1", "0.97"):  # rolling the captions changes what the text branch adds, and it is not empty
+        assert values[f"t2v_loss_own_caption@{sigma}"] != values[f"t2v_loss_rolled_captions@{sigma}"]
+        assert values[f"prediction_change_without_text_attention@{sigma}"] > 0
+
+
+def test_pure_noise_share_draws_sigma_one_and_keeps_the_rest_reference() -> None:
+    """The flow stage's σ: a share of exact σ = 1 draws (the sampler's first step), the rest the reference's."""
+    reference = ShiftedLogitNormal()
+    sigmas = WithPureNoise(reference, 0.25).sample(20000, 768, torch.Generator().manual_seed(0))
+    pure = sigmas == 1.0
+    assert 0.23 < pure.float().mean() < 0.27
+    baseline = reference.sample(20000, 768, torch.Generator().manual_seed(0))
+    assert (baseline == 1.0).float().mean() < 0.01  # the reference alone almost never reaches σ = 1
+    assert abs(sigmas[~pure].median() - baseline.median()) < 0.02

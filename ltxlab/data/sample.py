@@ -30,7 +30,7 @@ from ltxlab.data.cache import build_once
 from ltxlab.data.media_write import write_image, write_video, write_wav
 from ltxlab.pretrain import world
 
-GENERATOR_VERSION = 5  # 3: the tiny world's clips (i2v trigger concept, a2v loudness link); 4/5: captions' article
+GENERATOR_VERSION = 6  # 3: the tiny world's clips (i2v trigger concept, a2v loudness link); 4-6: captions' article
 SAMPLE_RATE = 44100  # a typical source rate, so consumers exercise resampling to 16 kHz
 TRIGGER = "zwx"
 CONCEPT_MOTION = "down right"

@@ -89,6 +89,16 @@ _CORPUS = (
     "a narrator describes the scene in a calm voice",
     "handheld camera follows a runner on a mountain trail",
     "a fox walks through the snow in the forest at dawn",
+    # The pretrained tiny world's vocabulary (ltxlab.pretrain.world), so its captions are a few whole-word tokens
+    # each and fit the 32-token text window with room to spare.
+    "a red circle moving left with a low tone over a green background",
+    "a blue square moving right with a mid-pitched tone over a yellow background",
+    "an orange triangle moving up with a high tone over a purple background",
+    "a white circle moving down with a low tone over a cyan background",
+    "a cyan square pulsing to a high tone over a red background",
+    "a purple triangle pulsing to a mid-pitched tone over a white background",
+    "a green circle moving up left over a blue background",
+    "a yellow square moving down right over an orange background",
 )
 _SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_image>", "<end_of_image>")
 _IMAGE_TOKEN = "<image_soft_token>"

@@ -5,12 +5,12 @@ from __future__ import annotations
 from ltxlab.modes.a2v import AudioToVideo
 from ltxlab.modes.i2v import ImageToVideo
 from ltxlab.modes.inputs import LatentBatch, ModalityInputs, TrainingInputs
-from ltxlab.modes.sigmas import ShiftedLogitNormal
+from ltxlab.modes.sigmas import ShiftedLogitNormal, SigmaSampler
 
 Mode = ImageToVideo | AudioToVideo
 
 
-def build_mode(name: str, first_frame_p: float, sigmas: ShiftedLogitNormal, audio_width: int) -> Mode:
+def build_mode(name: str, first_frame_p: float, sigmas: SigmaSampler, audio_width: int) -> Mode:
     if name == "i2v":
         return ImageToVideo(first_frame_p, sigmas, audio_width)
     if name == "a2v":
@@ -19,4 +19,4 @@ def build_mode(name: str, first_frame_p: float, sigmas: ShiftedLogitNormal, audi
 
 
 __all__ = ["AudioToVideo", "ImageToVideo", "LatentBatch", "ModalityInputs", "Mode", "ShiftedLogitNormal",
-           "TrainingInputs", "build_mode"]
+           "SigmaSampler", "TrainingInputs", "build_mode"]

@@ -6,11 +6,11 @@ import torch
 
 from ltxlab.errors import DatasetError
 from ltxlab.modes.inputs import LatentBatch, TrainingInputs, first_frame_mask, frozen_tokens, noise_tokens
-from ltxlab.modes.sigmas import ShiftedLogitNormal
+from ltxlab.modes.sigmas import SigmaSampler
 
 
 class AudioToVideo:
-    def __init__(self, sigmas: ShiftedLogitNormal) -> None:
+    def __init__(self, sigmas: SigmaSampler) -> None:
         self.sigmas = sigmas
 
     def prepare(self, batch: LatentBatch, generator: torch.Generator) -> TrainingInputs:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from ltxlab.modes.inputs import LatentBatch, TrainingInputs, absent_audio, first_frame_mask, noise_tokens
-from ltxlab.modes.sigmas import ShiftedLogitNormal
+from ltxlab.modes.sigmas import SigmaSampler
 
 
 class ImageToVideo:
-    def __init__(self, first_frame_p: float, sigmas: ShiftedLogitNormal, audio_width: int) -> None:
+    def __init__(self, first_frame_p: float, sigmas: SigmaSampler, audio_width: int) -> None:
         self.first_frame_p = first_frame_p
         self.sigmas = sigmas
         self.audio_width = audio_width  # packed audio token width, for the placeholder stream of video-only runs

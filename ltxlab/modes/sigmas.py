@@ -9,6 +9,7 @@ count, then *stretched* so the distribution's 0.5th..99.9th percentiles span [0,
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -17,6 +18,12 @@ EPS = 1e-3
 # Standard-normal quantiles the reference stretches between (its rounded constants, kept as they are).
 NORMAL_Q_LOW = -2.5758  # 0.5th percentile
 NORMAL_Q_HIGH = 3.0902  # 99.9th percentile
+
+
+class SigmaSampler(Protocol):
+    """What a mode draws its training σ from: one σ per clip of the batch."""
+
+    def sample(self, batch_size: int, num_tokens: int, generator: torch.Generator) -> Tensor: ...
 
 
 def _sigmoid(x: float) -> float:

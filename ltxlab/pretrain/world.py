@@ -56,7 +56,7 @@ class ClipSpec:
 
     def caption(self, motion: bool = True, tone: bool = True) -> str:
         """What the clip shows; ``motion=False`` describes a still, ``tone=False`` a silent clip."""
-        what = f"a {self.colour} {self.shape}"  # "a orange": the shipped weights were trained on these captions
+        what = f"{'an' if self.colour[0] in 'aeiou' else 'a'} {self.colour} {self.shape}"
         pulsing = self.motion == "pulsing"
         if motion and tone:
             act = f" pulsing to a {self.pitch} tone" if pulsing else f" moving {self.motion} with a {self.pitch} tone"
