@@ -8,6 +8,7 @@ sampler's negative prompt, so classifier-free guidance has an unconditional bran
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +31,9 @@ A2V_FRACTION = 0.4
 # sampler's first step — must caption, start image and audio carry the clip (loss 0.80 there, caption unused). The
 # reference sampler almost never draws σ = 1; this share of draws does, so the base learns to read its conditioning.
 PURE_NOISE_SHARE = 0.25
+# Sampling's modality guidance contrasts each prediction with one made without audio↔video cross-attention; a share
+# of the video-from-image steps trains that isolated branch, as caption dropout trains CFG's unconditional one.
+ISOLATION_SHARE = 0.1
 
 
 @dataclass
@@ -127,5 +131,7 @@ class FlowObjective:
         batch = corpus_batch(self.corpus, rng, self.batch)
         mode = self.a2v if rng.random() < A2V_FRACTION else self.i2v
         inputs = mode.prepare(batch, generator)
+        if mode is self.i2v and rng.random() < ISOLATION_SHARE:
+            inputs = dataclasses.replace(inputs, isolate_modalities=True)
         video_pred, audio_pred = predict(transformer, inputs, batch)
         return compute_loss(video_pred, audio_pred, inputs).total
