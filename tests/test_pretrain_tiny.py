@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -72,6 +73,8 @@ def test_a_second_run_skips_finished_stages_and_writes_the_same_weights(smoke_we
     before = {n: (smoke_weights / f"{n}.safetensors").read_bytes() for n in COMPONENTS}
     work = smoke_weights.parent / f".pretrain_work_{smoke_weights.name}"
     assert (work / "transformer" / "done.pt").exists()
+    # The codec stages' measurements (and the buffers they set) are kept: the re-run loads, it does not re-measure.
+    assert (work / "video_vae" / "finished.pt").exists() and (work / "audio" / "finished.pt").exists()
     assert pretrain_main(["--smoke", "--out", str(smoke_weights), "--threads", "1"]) == 0
     assert {n: (smoke_weights / f"{n}.safetensors").read_bytes() for n in COMPONENTS} == before
 
@@ -177,14 +180,23 @@ def test_vocoder_calibration_brings_held_out_tones_to_their_source_level() -> No
     assert torch.equal(vocoder(mel), torch.clamp(vocoder.resampler(stage1), -1, 1)[..., : vocoder(mel).shape[-1]])
 
 
-def test_conditioning_probe_measures_caption_and_audio_use(smoke_weights: Path) -> None:
+@pytest.fixture(scope="module")
+def probe_tool():
+    """tools/probe_conditioning.py as a module (run in-process: the tool's own ``main``, without a second
+    interpreter's start-up)."""
+    spec = importlib.util.spec_from_file_location("probe_conditioning", REPO / "tools" / "probe_conditioning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_conditioning_probe_measures_caption_and_audio_use(smoke_weights: Path, probe_tool, capsys) -> None:
     """tools/probe_conditioning.py (the measurement behind the open tiny-world behaviours) runs on any export."""
-    proc = subprocess.run([sys.executable, "tools/probe_conditioning.py", "--weights", str(smoke_weights),
-                           "--clips", "2"], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    values = {line.split()[0]: float(line.split()[1]) for line in proc.stdout.splitlines() if line.strip()}
+    assert probe_tool.main(["--weights", str(smoke_weights), "--clips", "2"]) == 0
+    out = capsys.readouterr().out
+    values = {line.split()[0]: float(line.split()[1]) for line in out.splitlines() if line.strip()}
     names = ("t2v_loss_own_caption", "t2v_loss_rolled_captions", "a2v_loss_own_audio", "a2v_loss_rolled_audio",
-             "prediction_change_without_text_attention")
+             "prediction_change_without_text_attention", "motion_cells_predicted", "motion_cells_drawn")
     assert set(values) == {f"{name}@{sigma}" for name in names for sigma in ("1", "0.97")}
     assert all(np.isfinite(v) for v in values.values())
     for sigma in ("1", "0.97"):  # rolling the captions changes what the text branch adds, and it is not empty
@@ -201,3 +213,18 @@ def test_pure_noise_share_draws_sigma_one_and_keeps_the_rest_reference() -> None
     baseline = reference.sample(20000, 768, torch.Generator().manual_seed(0))
     assert (baseline == 1.0).float().mean() < 0.01  # the reference alone almost never reaches σ = 1
     assert abs(sigmas[~pure].median() - baseline.median()) < 0.02
+
+
+def test_probe_centroids_follow_the_shape_over_a_gradient(probe_tool) -> None:
+    """The motion probe's latent centroid: a gradient background adds nothing, a bright cell is found where it is."""
+    probe = probe_tool
+    frames, height, width, channels = 3, 6, 8, 4
+    latents = torch.linspace(-1, 1, height)[None, :, None, None].repeat(frames, 1, width, channels)
+    for frame, x in enumerate((2, 3, 5)):  # a shape moving right, one row down from the top
+        latents[frame, 1, x] += 2.0
+    packed = latents.reshape(-1, channels)
+    centroids = probe.foreground_centroids(packed, (frames, height, width))
+    assert torch.allclose(centroids, torch.tensor([[2.0, 1.0], [3.0, 1.0], [5.0, 1.0]]))
+    assert probe._travel(packed, (frames, height, width), "right") == pytest.approx(3.0)
+    assert probe._travel(packed, (frames, height, width), "left") == pytest.approx(-3.0)
+    assert probe._travel(packed, (frames, height, width), "down") == pytest.approx(0.0)

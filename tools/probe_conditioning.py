@@ -10,6 +10,12 @@ shows a clear gap; it also reports how much the video prediction moves when ever
 output is zeroed. Each is measured at σ = 1, the sampler's first step, where the latent holds nothing of the clip
 and the conditioning must carry it, and at σ = 0.97, where self-attention can already pool this flat-colour world's
 scene out of the noise (so a gap there is small even for a model that reads its captions).
+
+Motion: for clips moving along each axis (up to ``--clips`` of them) from the centre at speed 0.4, the first frame
+held, it reports how far the shape's latent centroid travels along the caption's direction from frame 0 to the
+last latent frame, in latent cells: in the transformer's one-step clean prediction and in the clip itself
+(``motion_cells_predicted`` / ``motion_cells_drawn``). A base that moves shapes predicts a shift toward the drawn
+one already at σ = 1.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from ltxlab.train.step import compute_loss, predict
 
 SIGMAS = (1.0, 0.97)
 HELD_OUT_STAGE = 97  # a stage number no pretraining step draws from
+MOTION_SPEED = 0.4  # frame sizes per second: 3.4 latent cells over the demo's 17 frames
 
 
 class FixedSigma:
@@ -57,6 +64,26 @@ def text_attention_zeroed(transformer: nn.Module) -> Iterator[None]:
             block.attn2.forward = forward
 
 
+def foreground_centroids(latents: Tensor, shape: tuple[int, int, int]) -> Tensor:
+    """[F, 2] (x, y) latent-cell centroid of the shape in each latent frame of one packed clip [N, C]: cells weigh
+    by their squared distance to their row's median (the backgrounds are vertical gradients), the faint ones (under
+    30 % of the frame's largest) dropped."""
+    frames, height, width = shape
+    cells = latents.float().reshape(frames, height, width, -1)
+    weight = (cells - cells.median(dim=2, keepdim=True).values).pow(2).mean(dim=-1)
+    weight = torch.where(weight > 0.3 * weight.amax(dim=(1, 2), keepdim=True), weight, torch.zeros_like(weight))
+    total = weight.sum(dim=(1, 2)).clamp(min=1e-12)
+    x = (weight.sum(dim=1) * torch.arange(width)).sum(dim=1) / total
+    y = (weight.sum(dim=2) * torch.arange(height)).sum(dim=1) / total
+    return torch.stack([x, y], dim=1)
+
+
+def _travel(latents: Tensor, shape: tuple[int, int, int], motion: str) -> float:
+    """Cells the shape's centroid moves along ``motion`` from the first to the last latent frame."""
+    centroids = foreground_centroids(latents, shape)
+    return float(((centroids[-1] - centroids[0]) * torch.tensor(world.direction(motion))).sum())
+
+
 def _rolled(batch: LatentBatch, text: bool, audio: bool) -> LatentBatch:
     """The batch with each clip's caption and/or audio taken from its neighbour."""
     roll = torch.roll(torch.arange(batch.video.shape[0]), 1)
@@ -73,12 +100,19 @@ def probe(weights: str, clips: int, seed: int = 0, sigmas: tuple[float, ...] = S
     transformer = shipped.build("transformer").eval()
     text = TextStack(tiny.build_tokenizer(), tiny.build_text_encoder(shipped.seed).eval(),
                      shipped.build("connectors").eval(), ModelConfig.max_sequence_length)
+    vae, audio_vae = shipped.build("video_vae").eval(), shipped.build("audio_vae").eval()
     specs = [world.random_spec(step_rng(seed, HELD_OUT_STAGE, i)) for i in range(clips)]  # tone = the shape's
-    corpus = encode_corpus(specs, shipped.build("video_vae").eval(), shipped.build("audio_vae").eval(), text)
+    corpus = encode_corpus(specs, vae, audio_vae, text)
     batch = LatentBatch(video=corpus.video, video_shape=corpus.video_shape, audio=corpus.audio,
                         text_video=corpus.text_video, text_audio=corpus.text_audio, text_mask=corpus.text_mask,
                         fps=24.0)
     width = transformer.config.audio_in_channels
+    movers = [replace(world.random_spec(step_rng(seed, HELD_OUT_STAGE + 1, i), (motion,)), start=(0.5, 0.5),
+                      speed=MOTION_SPEED, beat_hz=0.0) for i, motion in enumerate(world.AXIS_MOTIONS[:clips])]
+    moving = encode_corpus(movers, vae, audio_vae, text)
+    moving_batch = LatentBatch(video=moving.video, video_shape=moving.video_shape, audio=moving.audio,
+                               text_video=moving.text_video, text_audio=moving.text_audio,
+                               text_mask=moving.text_mask, fps=24.0)
     results = {}
     for sigma in sigmas:
         t2v = build_mode("i2v", 0.0, FixedSigma(sigma), width)
@@ -92,12 +126,20 @@ def probe(weights: str, clips: int, seed: int = 0, sigmas: tuple[float, ...] = S
         video, audio = predict(transformer, inputs, batch)
         with text_attention_zeroed(transformer):
             cut, _ = predict(transformer, inputs, batch)
+        i2v = build_mode("i2v", 1.0, FixedSigma(sigma), width)
+        held = i2v.prepare(moving_batch, torch.Generator().manual_seed(seed))
+        velocity, _ = predict(transformer, held, moving_batch)
+        clean = held.video.noisy - held.video.timesteps[..., None] * velocity  # x₀ = x_σ − σ·v per token
+        predicted = [_travel(clean[i], moving.video_shape, spec.motion) for i, spec in enumerate(movers)]
+        drawn = [_travel(moving.video[i], moving.video_shape, spec.motion) for i, spec in enumerate(movers)]
         results |= {f"{name}@{sigma:g}": value for name, value in {
             "t2v_loss_own_caption": float(compute_loss(video, audio, inputs).video.mean()),
             "t2v_loss_rolled_captions": video_loss(t2v, _rolled(batch, text=True, audio=False)),
             "a2v_loss_own_audio": video_loss(a2v, batch),
             "a2v_loss_rolled_audio": video_loss(a2v, _rolled(batch, text=False, audio=True)),
             "prediction_change_without_text_attention": float((cut - video).norm() / video.norm()),
+            "motion_cells_predicted": sum(predicted) / len(predicted),
+            "motion_cells_drawn": sum(drawn) / len(drawn),
         }.items()}
     return results
 

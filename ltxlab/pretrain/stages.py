@@ -3,7 +3,9 @@
 Stages: the video VAE (parts ``video_decoder``, ``video_encoder``, ``video_vae``), ``audio`` (audio VAE +
 vocoder), the latent corpus (``corpus.pt``) and the ``transformer``. Work directory layout (``--work``):
 ``<part>/state.pt`` (modules, optimizer, scheduler, step; written atomically
-every ``checkpoint_every`` steps) and ``<stage>/done.pt`` once the stage finished, so a re-run skips it. The
+every ``checkpoint_every`` steps) and ``<stage>/done.pt`` once the stage finished, so a re-run skips it; a codec
+stage's held-out measurements and the buffers they set (latent statistics, the vocoder's level) are kept in
+``<stage>/finished.pt``, so a re-run does not measure again. The
 exported weights (``--out``): one safetensors file per component plus ``manifest.json`` (plan, seed, per-stage
 steps and final losses, measured codec quality, wall time), loaded with ``model.tiny_weights=DIR``.
 """
@@ -159,6 +161,21 @@ def train_stage(name: str, modules: dict[str, nn.Module], loss_at: Callable[[int
     return summary
 
 
+def finish_once(name: str, modules: dict[str, nn.Module], finish: Callable[[], dict], work: Path) -> dict:
+    """Run a trained stage's ``finish`` (held-out measurements, latent statistics, calibration: they set buffers
+    and weights) once; its result and the modules' finished state are kept in ``work/name/finished.pt``, which a
+    re-run loads instead of measuring again."""
+    path = work / name / "finished.pt"
+    if path.exists():
+        state = torch.load(path, weights_only=True)
+        for key, module in modules.items():
+            module.load_state_dict(state["modules"][key])
+        return state["summary"]
+    summary = finish()
+    _atomic_save({"modules": {k: m.state_dict() for k, m in modules.items()}, "summary": summary}, path)
+    return summary
+
+
 def train_video_vae(plan: PretrainPlan, work: Path, progress: bool = True) -> tuple[nn.Module, dict]:
     """Stage 1, in three parts on the designed latent (``codec.designed_latent``): the decoder alone paints frames
     from it (stills first, then clips: the cheap part, no 96-wide encoder stage), the encoder alone regresses it,
@@ -189,10 +206,15 @@ def train_video_vae(plan: PretrainPlan, work: Path, progress: bool = True) -> tu
              "video_vae": ({"video_vae": vae}, joint_loss, plan.video_vae)}
     done = {name: train_stage(name, modules, loss_at, part_plan, work, plan.checkpoint_every, progress)
             for name, (modules, loss_at, part_plan) in parts.items()}
-    summary = {"final_loss": done["video_vae"]["final_loss"], "parts": done}
-    summary["heldout_psnr_db"] = codec.heldout_video_psnr(vae, seed, plan.eval_clips)
+
+    def finish() -> dict:
+        summary = {"final_loss": done["video_vae"]["final_loss"], "parts": done}
+        summary["heldout_psnr_db"] = codec.heldout_video_psnr(vae, seed, plan.eval_clips)
+        codec.set_video_latent_stats(vae, seed, plan.stats_clips)
+        return summary
+
+    summary = finish_once("video_vae", {"video_vae": vae}, finish, work)
     log.info("video VAE: held-out PSNR %.2f dB", summary["heldout_psnr_db"])
-    codec.set_video_latent_stats(vae, seed, plan.stats_clips)
     return vae, summary
 
 
@@ -209,13 +231,19 @@ def train_audio(plan: PretrainPlan, work: Path, progress: bool = True) -> tuple[
         return codec.audio_vae_loss(audio_vae, low, torch.Generator().manual_seed(step), teacher) + \
             codec.vocoder_loss(vocoder, low, high)
 
-    summary = train_stage("audio", {"audio_vae": audio_vae, "vocoder": vocoder}, loss_at, plan.audio, work,
-                          plan.checkpoint_every, progress)
-    summary["vocoder_gain"] = round(codec.calibrate_vocoder_level(vocoder, seed), 2)
-    summary["heldout_envelope_correlation"] = codec.heldout_envelope_correlation(audio_vae, vocoder, seed,
-                                                                                    plan.eval_clips)
+    modules = {"audio_vae": audio_vae, "vocoder": vocoder}
+    trained = train_stage("audio", modules, loss_at, plan.audio, work, plan.checkpoint_every, progress)
+
+    def finish() -> dict:
+        summary = dict(trained)
+        summary["vocoder_gain"] = round(codec.calibrate_vocoder_level(vocoder, seed), 2)
+        summary["heldout_envelope_correlation"] = codec.heldout_envelope_correlation(audio_vae, vocoder, seed,
+                                                                                        plan.eval_clips)
+        codec.set_audio_latent_stats(audio_vae, seed)
+        return summary
+
+    summary = finish_once("audio", modules, finish, work)
     log.info("audio: held-out envelope correlation %.3f", summary["heldout_envelope_correlation"])
-    codec.set_audio_latent_stats(audio_vae, seed)
     return audio_vae, vocoder, summary
 
 
