@@ -35,7 +35,7 @@ from ltxlab.models.text import TextStack
 from ltxlab.modes import LatentBatch, build_mode
 from ltxlab.pretrain import world
 from ltxlab.pretrain.codec_stages import step_rng
-from ltxlab.pretrain.flow_stage import encode_corpus
+from ltxlab.pretrain.flow_stage import LatentCorpus, encode_corpus
 from ltxlab.train.step import compute_loss, predict
 
 SIGMAS = (1.0, 0.97)
@@ -84,6 +84,13 @@ def _travel(latents: Tensor, shape: tuple[int, int, int], motion: str) -> float:
     return float(((centroids[-1] - centroids[0]) * torch.tensor(world.direction(motion))).sum())
 
 
+def _as_batch(corpus: LatentCorpus) -> LatentBatch:
+    """Every clip of an encoded corpus as one batch, captions as written (no dropout)."""
+    return LatentBatch(video=corpus.video, video_shape=corpus.video_shape, audio=corpus.audio,
+                       text_video=corpus.text_video, text_audio=corpus.text_audio, text_mask=corpus.text_mask,
+                       fps=24.0)
+
+
 def _rolled(batch: LatentBatch, text: bool, audio: bool) -> LatentBatch:
     """The batch with each clip's caption and/or audio taken from its neighbour."""
     roll = torch.roll(torch.arange(batch.video.shape[0]), 1)
@@ -102,17 +109,12 @@ def probe(weights: str, clips: int, seed: int = 0, sigmas: tuple[float, ...] = S
                      shipped.build("connectors").eval(), ModelConfig.max_sequence_length)
     vae, audio_vae = shipped.build("video_vae").eval(), shipped.build("audio_vae").eval()
     specs = [world.random_spec(step_rng(seed, HELD_OUT_STAGE, i)) for i in range(clips)]  # tone = the shape's
-    corpus = encode_corpus(specs, vae, audio_vae, text)
-    batch = LatentBatch(video=corpus.video, video_shape=corpus.video_shape, audio=corpus.audio,
-                        text_video=corpus.text_video, text_audio=corpus.text_audio, text_mask=corpus.text_mask,
-                        fps=24.0)
+    batch = _as_batch(encode_corpus(specs, vae, audio_vae, text))
     width = transformer.config.audio_in_channels
     movers = [replace(world.random_spec(step_rng(seed, HELD_OUT_STAGE + 1, i), (motion,)), start=(0.5, 0.5),
                       speed=MOTION_SPEED, beat_hz=0.0) for i, motion in enumerate(world.AXIS_MOTIONS[:clips])]
-    moving = encode_corpus(movers, vae, audio_vae, text)
-    moving_batch = LatentBatch(video=moving.video, video_shape=moving.video_shape, audio=moving.audio,
-                               text_video=moving.text_video, text_audio=moving.text_audio,
-                               text_mask=moving.text_mask, fps=24.0)
+    moving = _as_batch(encode_corpus(movers, vae, audio_vae, text))
+    drawn = [_travel(moving.video[i], moving.video_shape, spec.motion) for i, spec in enumerate(movers)]
     results = {}
     for sigma in sigmas:
         t2v = build_mode("i2v", 0.0, FixedSigma(sigma), width)
@@ -127,11 +129,10 @@ def probe(weights: str, clips: int, seed: int = 0, sigmas: tuple[float, ...] = S
         with text_attention_zeroed(transformer):
             cut, _ = predict(transformer, inputs, batch)
         i2v = build_mode("i2v", 1.0, FixedSigma(sigma), width)
-        held = i2v.prepare(moving_batch, torch.Generator().manual_seed(seed))
-        velocity, _ = predict(transformer, held, moving_batch)
+        held = i2v.prepare(moving, torch.Generator().manual_seed(seed))
+        velocity, _ = predict(transformer, held, moving)
         clean = held.video.noisy - held.video.timesteps[..., None] * velocity  # x₀ = x_σ − σ·v per token
         predicted = [_travel(clean[i], moving.video_shape, spec.motion) for i, spec in enumerate(movers)]
-        drawn = [_travel(moving.video[i], moving.video_shape, spec.motion) for i, spec in enumerate(movers)]
         results |= {f"{name}@{sigma:g}": value for name, value in {
             "t2v_loss_own_caption": float(compute_loss(video, audio, inputs).video.mean()),
             "t2v_loss_rolled_captions": video_loss(t2v, _rolled(batch, text=True, audio=False)),
