@@ -196,12 +196,15 @@ def test_conditioning_probe_measures_caption_and_audio_use(smoke_weights: Path, 
     out = capsys.readouterr().out
     values = {line.split()[0]: float(line.split()[1]) for line in out.splitlines() if line.strip()}
     names = ("t2v_loss_own_caption", "t2v_loss_rolled_captions", "a2v_loss_own_audio", "a2v_loss_rolled_audio",
-             "prediction_change_without_text_attention", "motion_cells_predicted", "motion_cells_drawn")
+             "prediction_change_without_text_attention", "a2v_prediction_change_with_rolled_audio",
+             "audio_attention_output_share", "motion_cells_predicted", "motion_cells_drawn")
     assert set(values) == {f"{name}@{sigma}" for name in names for sigma in ("1", "0.97")}
     assert all(np.isfinite(v) for v in values.values())
     for sigma in ("1", "0.97"):  # rolling the captions changes what the text branch adds, and it is not empty
         assert values[f"t2v_loss_own_caption@{sigma}"] != values[f"t2v_loss_rolled_captions@{sigma}"]
         assert values[f"prediction_change_without_text_attention@{sigma}"] > 0
+        assert values[f"a2v_prediction_change_with_rolled_audio@{sigma}"] > 0  # the smoke base's audio branch is open
+        assert values[f"audio_attention_output_share@{sigma}"] > 0
 
 
 def test_pure_noise_share_draws_sigma_one_and_keeps_the_rest_reference() -> None:

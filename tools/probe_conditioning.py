@@ -7,9 +7,11 @@ Encodes held-out world clips (their own seed) with the weights' codecs and text 
 loss with each clip's own caption against the batch's captions rolled by one (text to video, no frame held), and
 with each clip's own audio against rolled tracks (a2v, first frame held). A transformer that reads its conditioning
 shows a clear gap; it also reports how much the video prediction moves when every block's text cross-attention
-output is zeroed. Each is measured at σ = 1, the sampler's first step, where the latent holds nothing of the clip
-and the conditioning must carry it, and at σ = 0.97, where self-attention can already pool this flat-colour world's
-scene out of the noise (so a gap there is small even for a model that reads its captions).
+output is zeroed, or when each clip gets its neighbour's track, and the audio→video cross-attention's output as a
+share of the video stream it is added to (a base that learnt to ignore audio shuts that branch, and a LoRA's
+gradients through it shrink with it). Each is measured at σ = 1, the sampler's first step, where the latent holds
+nothing of the clip and the conditioning must carry it, and at σ = 0.97, where self-attention can already pool this
+flat-colour world's scene out of the noise (so a gap there is small even for a model that reads its captions).
 
 Motion: for clips moving along each axis (up to ``--clips`` of them) from the centre at speed 0.4, the first frame
 held, it reports how far the shape's latent centroid travels along the caption's direction from frame 0 to the
@@ -49,6 +51,24 @@ class FixedSigma:
 
     def sample(self, batch_size: int, num_tokens: int, generator: torch.Generator) -> Tensor:
         return torch.full((batch_size,), self.sigma)
+
+
+@contextmanager
+def audio_attention_share(transformer: nn.Module) -> Iterator[list[float]]:
+    """Collects, per block call, the audio→video cross-attention output norm over the video hidden states' norm."""
+    shares: list[float] = []
+
+    def record(module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> None:
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        shares.append(float(output.norm() / hidden.norm()))
+
+    hooks = [block.audio_to_video_attn.register_forward_hook(record, with_kwargs=True)
+             for block in transformer.transformer_blocks]
+    try:
+        yield shares
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 @contextmanager
@@ -120,14 +140,19 @@ def probe(weights: str, clips: int, seed: int = 0, sigmas: tuple[float, ...] = S
         t2v = build_mode("i2v", 0.0, FixedSigma(sigma), width)
         a2v = build_mode("a2v", 1.0, FixedSigma(sigma), width)
 
-        def video_loss(mode, b: LatentBatch) -> float:
+        def video_loss(mode, b: LatentBatch) -> tuple[float, Tensor]:
+            """The video flow loss and the video prediction."""
             inputs = mode.prepare(b, torch.Generator().manual_seed(seed))
-            return float(compute_loss(*predict(transformer, inputs, b), inputs).video.mean())
+            video, audio = predict(transformer, inputs, b)
+            return float(compute_loss(video, audio, inputs).video.mean()), video
 
         inputs = t2v.prepare(batch, torch.Generator().manual_seed(seed))
         video, audio = predict(transformer, inputs, batch)
         with text_attention_zeroed(transformer):
             cut, _ = predict(transformer, inputs, batch)
+        with audio_attention_share(transformer) as shares:
+            a2v_own, own_prediction = video_loss(a2v, batch)
+        a2v_rolled, rolled_prediction = video_loss(a2v, _rolled(batch, text=False, audio=True))
         i2v = build_mode("i2v", 1.0, FixedSigma(sigma), width)
         held = i2v.prepare(moving, torch.Generator().manual_seed(seed))
         velocity, _ = predict(transformer, held, moving)
@@ -135,10 +160,13 @@ def probe(weights: str, clips: int, seed: int = 0, sigmas: tuple[float, ...] = S
         predicted = [_travel(clean[i], moving.video_shape, spec.motion) for i, spec in enumerate(movers)]
         results |= {f"{name}@{sigma:g}": value for name, value in {
             "t2v_loss_own_caption": float(compute_loss(video, audio, inputs).video.mean()),
-            "t2v_loss_rolled_captions": video_loss(t2v, _rolled(batch, text=True, audio=False)),
-            "a2v_loss_own_audio": video_loss(a2v, batch),
-            "a2v_loss_rolled_audio": video_loss(a2v, _rolled(batch, text=False, audio=True)),
+            "t2v_loss_rolled_captions": video_loss(t2v, _rolled(batch, text=True, audio=False))[0],
+            "a2v_loss_own_audio": a2v_own,
+            "a2v_loss_rolled_audio": a2v_rolled,
             "prediction_change_without_text_attention": float((cut - video).norm() / video.norm()),
+            "a2v_prediction_change_with_rolled_audio": float(
+                (rolled_prediction - own_prediction).norm() / own_prediction.norm()),
+            "audio_attention_output_share": sum(shares) / len(shares),
             "motion_cells_predicted": sum(predicted) / len(predicted),
             "motion_cells_drawn": sum(drawn) / len(drawn),
         }.items()}
