@@ -141,15 +141,14 @@ def probe(weights: str, clips: int, seed: int = 0, sigmas: tuple[float, ...] = S
         a2v = build_mode("a2v", 1.0, FixedSigma(sigma), width)
 
         def video_loss(mode, b: LatentBatch) -> tuple[float, Tensor]:
-            """The video flow loss and the video prediction."""
+            """The video flow loss and the video prediction (the same noise for every call: one seed)."""
             inputs = mode.prepare(b, torch.Generator().manual_seed(seed))
             video, audio = predict(transformer, inputs, b)
             return float(compute_loss(video, audio, inputs).video.mean()), video
 
-        inputs = t2v.prepare(batch, torch.Generator().manual_seed(seed))
-        video, audio = predict(transformer, inputs, batch)
+        t2v_own, video = video_loss(t2v, batch)
         with text_attention_zeroed(transformer):
-            cut, _ = predict(transformer, inputs, batch)
+            _, cut = video_loss(t2v, batch)
         with audio_attention_share(transformer) as shares:
             a2v_own, own_prediction = video_loss(a2v, batch)
         a2v_rolled, rolled_prediction = video_loss(a2v, _rolled(batch, text=False, audio=True))
@@ -159,7 +158,7 @@ def probe(weights: str, clips: int, seed: int = 0, sigmas: tuple[float, ...] = S
         clean = held.video.noisy - held.video.timesteps[..., None] * velocity  # x₀ = x_σ − σ·v per token
         predicted = [_travel(clean[i], moving.video_shape, spec.motion) for i, spec in enumerate(movers)]
         results |= {f"{name}@{sigma:g}": value for name, value in {
-            "t2v_loss_own_caption": float(compute_loss(video, audio, inputs).video.mean()),
+            "t2v_loss_own_caption": t2v_own,
             "t2v_loss_rolled_captions": video_loss(t2v, _rolled(batch, text=True, audio=False))[0],
             "a2v_loss_own_audio": a2v_own,
             "a2v_loss_rolled_audio": a2v_rolled,
