@@ -25,6 +25,9 @@ from ltxlab.train.batches import ShardBatches
 from ltxlab.train.streams import SlotStreams
 from tests.cli_runs import REPO, losses
 
+# One xdist worker for the module: its launches share module fixtures (conftest.py).
+pytestmark = pytest.mark.xdist_group("test_multiprocess")
+
 BIN = Path(sys.executable).parent
 # What every launch shares: the demo config shrunk to the fewest steps validation allows, no previews, quiet.
 DEMO = ["model=tiny_random", "validation=none", "logger.progress_bar=false"]
@@ -95,6 +98,12 @@ def test_two_ranks_leave_one_run_dir_and_one_set_of_outputs(two_ranks) -> None:
     parts = sorted(p.name for p in (run_dir / "checkpoints" / "step_000100").glob("*.pt"))
     assert parts == ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt",
                      "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+
+
+def test_no_op_is_compiled_for_the_cpu_process_group(two_ranks) -> None:
+    # DeepSpeed's CPU process group would JIT-compile its shared-memory all-reduce here (~25 s on a fresh machine,
+    # and a crash without a C++ compiler); engine.skip_cpu_shm_comm_build keeps it out of training.
+    assert "deepspeed_shm_comm" not in two_ranks[2]
 
 
 def test_ranks_hold_identical_lora_after_every_step(two_ranks) -> None:

@@ -23,6 +23,9 @@ from ltxlab.pretrain.flow_stage import WithPureNoise
 from ltxlab.pretrain.stages import COMPONENTS, StagePlan, component_configs, train_stage
 from tests.cli_runs import REPO
 
+# One xdist worker for the module: its tests share one smoke pretraining run (conftest.py).
+pytestmark = pytest.mark.xdist_group("test_pretrain_tiny")
+
 
 def pretrain_main(args: list[str]) -> int:
     """The real tool, as a user runs it."""

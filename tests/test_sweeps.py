@@ -19,6 +19,9 @@ from ltxlab.config import CONF_DIR
 from tests.cli_runs import REPO
 from tests.wandb_records import run_record
 
+# One xdist worker for the module: its tests share one multirun sweep (conftest.py).
+pytestmark = pytest.mark.xdist_group("test_sweeps")
+
 
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory, cache_dir: Path) -> Path:

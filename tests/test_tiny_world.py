@@ -149,19 +149,22 @@ def test_i2v_lora_without_the_image_still_makes_the_captioned_scene(tmp_path, i2
                    "-15 px against 128 drawn), and the demo glide LoRA fades the shape out, with and without zwx")
 def test_trigger_word_brings_the_glide(tmp_path, i2v_lora: Path) -> None:
     """The concept (a glide down-right) appears with ``zwx`` and not without it, nor in the base model."""
-    glides = {"lora+trigger": [], "lora": [], "base+trigger": []}
-    for i in range(2):
-        spec = _held_out_i2v(2 + i)
-        start, caption = _first_frame(spec), spec.caption()
-        runs = {"lora+trigger": (i2v_lora, f"{sample.TRIGGER} {caption}"), "lora": (i2v_lora, caption),
-                "base+trigger": (None, f"{sample.TRIGGER} {caption}")}
-        for name, (lora, prompt) in runs.items():
-            clip = _render(tmp_path / f"{name}{i}", lora, prompt, image=start, seed=i)
-            glides[name].append(world.glide(clip.frames, spec.colour, sample.CONCEPT_MOTION))
-    means = {name: float(np.mean(values)) for name, values in glides.items()}
-    print("glide down-right over 17 frames (px):", {k: round(v, 1) for k, v in means.items()}, glides)
-    assert means["lora+trigger"] >= GLIDE_PX
-    assert means["lora+trigger"] - max(means["lora"], means["base+trigger"]) >= GLIDE_PX
+    specs = [_held_out_i2v(2 + i) for i in range(2)]
+
+    def mean_glide(name: str, lora: Path | None, trigger: bool) -> float:
+        glides = []
+        for i, spec in enumerate(specs):
+            prompt = f"{sample.TRIGGER} {spec.caption()}" if trigger else spec.caption()
+            clip = _render(tmp_path / f"{name}{i}", lora, prompt, image=_first_frame(spec), seed=i)
+            glides.append(world.glide(clip.frames, spec.colour, sample.CONCEPT_MOTION))
+        print(f"{name}: glide down-right over 17 frames (px) {np.round(glides, 1).tolist()}")
+        return float(np.mean(glides))
+
+    # The concept first: the two controls only mean something once it shows (and cost 4 more renders).
+    with_trigger = mean_glide("lora+trigger", i2v_lora, trigger=True)
+    assert with_trigger >= GLIDE_PX
+    controls = max(mean_glide("lora", i2v_lora, trigger=False), mean_glide("base+trigger", None, trigger=True))
+    assert with_trigger - controls >= GLIDE_PX
 
 
 # ------------------------------------------------------------------------------------------------ a2v
@@ -179,19 +182,22 @@ def _held_out_a2v(i: int) -> world.ClipSpec:
 def test_a2v_lora_moves_with_the_audio(tmp_path, a2v_lora: Path) -> None:
     """Size/loudness correlation: high for the LoRA with the clip's own track; near zero for the base model on
     the same track, and for the LoRA fed the track shifted by a quarter beat (scored against the original)."""
-    scores = {"lora": [], "base": [], "lora+shifted": []}
     seconds = FRAMES / FPS
-    for i in range(4):
-        spec = _held_out_a2v(i)
-        wave = world.render_audio(spec, seconds, codecs.SAMPLE_RATE)[:1]
-        shifted = world.render_audio(replace(spec, beat_phase=spec.beat_phase + np.pi / 2), seconds,
-                                     codecs.SAMPLE_RATE)[:1]
-        start = _first_frame(spec)
-        for name, lora, track in (("lora", a2v_lora, wave), ("base", None, wave), ("lora+shifted", a2v_lora, shifted)):
-            clip = _render(tmp_path / f"{name}{i}", lora, spec.caption(), image=start, audio=track, seed=i)
-            score = world.size_loudness_correlation(clip.frames, spec.colour, wave, codecs.SAMPLE_RATE, FPS)
-            scores[name].append(score)
-    means = {name: float(np.mean(values)) for name, values in scores.items()}
-    print("size/loudness correlation:", {k: round(v, 3) for k, v in means.items()}, scores)
-    assert means["lora"] >= A2V_CORRELATION
-    assert abs(means["base"]) <= A2V_CONTROL and abs(means["lora+shifted"]) <= A2V_CONTROL
+    specs = [_held_out_a2v(i) for i in range(4)]
+
+    def mean_correlation(name: str, lora: Path | None, phase_shift: float) -> float:
+        scores = []
+        for i, spec in enumerate(specs):
+            wave = world.render_audio(spec, seconds, codecs.SAMPLE_RATE)[:1]
+            track = world.render_audio(replace(spec, beat_phase=spec.beat_phase + phase_shift), seconds,
+                                       codecs.SAMPLE_RATE)[:1]
+            clip = _render(tmp_path / f"{name}{i}", lora, spec.caption(), image=_first_frame(spec), audio=track,
+                           seed=i)
+            scores.append(world.size_loudness_correlation(clip.frames, spec.colour, wave, codecs.SAMPLE_RATE, FPS))
+        print(f"{name}: size/loudness correlation {np.round(scores, 3).tolist()}, mean {np.mean(scores):.3f}")
+        return float(np.mean(scores))
+
+    # The link first: the two controls only mean something once it shows (and cost 8 more renders).
+    assert mean_correlation("lora", a2v_lora, phase_shift=0.0) >= A2V_CORRELATION
+    assert abs(mean_correlation("base", None, phase_shift=0.0)) <= A2V_CONTROL
+    assert abs(mean_correlation("lora+shifted", a2v_lora, phase_shift=np.pi / 2)) <= A2V_CONTROL

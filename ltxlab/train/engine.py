@@ -1,8 +1,8 @@
 """DeepSpeed engine around the LoRA-wrapped transformer, with a torch optimizer and LR schedule.
 
 The optimizer is torch AdamW or bitsandbytes' 8-bit AdamW (DeepSpeed's fused/CPU Adam compiles a C++ op for a
-minute on first use). The
-schedule is stepped by DeepSpeed once per optimizer step, never per micro-batch or per rank.
+minute on first use). The schedule is stepped by DeepSpeed once per optimizer step, never per micro-batch or per
+rank. For the same reason no C++ op is compiled for the CPU process group either (:func:`skip_cpu_shm_comm_build`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def skip_cpu_shm_comm_build() -> None:
+    """On the CPU accelerator, DeepSpeed's process group JIT-compiles a shared-memory all-reduce op
+    (``deepspeed_shm_comm``) the first time a machine runs it: ~25 s, and a crash where no C++ compiler is
+    installed. Only ``deepspeed.comm.inference_all_reduce`` uses it, which training never calls (gradients go through
+    gloo's ``all_reduce``), so it is marked unavailable for this process. No-op on GPU accelerators."""
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() == "cpu":
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def ensure_process_group_env() -> None:
@@ -92,6 +104,7 @@ def partitioned_init(ds_base: dict[str, Any], optim: OptimConfig, dtype: torch.d
     import deepspeed
 
     ensure_process_group_env()
+    skip_cpu_shm_comm_build()
     return deepspeed.zero.Init(config_dict_or_path=deepspeed_config(ds_base, optim), dtype=dtype)
 
 
@@ -100,6 +113,7 @@ def build_engine(model: nn.Module, optim: OptimConfig, ds_base: dict[str, Any]):
     import deepspeed  # heavy import, deferred so config tooling stays fast
 
     ensure_process_group_env()
+    skip_cpu_shm_comm_build()
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], optim)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(optim))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler,
