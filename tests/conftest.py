@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -29,6 +28,8 @@ def pytest_configure(config: pytest.Config) -> None:
         # One torch thread per worker and per CLI run it starts: torch's OpenMP threads spin while they wait, so
         # two 2-thread processes on 2 cores took longer than the whole suite in one process (measured: 1,104 s
         # against 1,064 s, with 70 % more CPU time).
+        import torch
+
         os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
 
