@@ -7,9 +7,9 @@ Encodes held-out world clips (their own seed) with the weights' codecs and text 
 loss with each clip's own caption against the batch's captions rolled by one (text to video, no frame held), and
 with each clip's own audio against rolled tracks (a2v, first frame held). A transformer that reads its conditioning
 shows a clear gap; it also reports how much the video prediction moves when every block's text cross-attention
-output is zeroed, or when each clip gets its neighbour's track, and the audio→video cross-attention's output as a
-share of the video stream it is added to (a base that learnt to ignore audio shuts that branch, and a LoRA's
-gradients through it shrink with it). Each is measured at σ = 1, the sampler's first step, where the latent holds
+output is zeroed, or when each clip gets its neighbour's track, and the audio→video cross-attention's output
+norm over its (normalised, modulated) video input's (a base that learnt to ignore audio shuts that branch, and a
+LoRA's gradients through it shrink with it). Each is measured at σ = 1, the sampler's first step, where the latent holds
 nothing of the clip and the conditioning must carry it, and at σ = 0.97, where self-attention can already pool this
 flat-colour world's scene out of the noise (so a gap there is small even for a model that reads its captions).
 
@@ -55,7 +55,8 @@ class FixedSigma:
 
 @contextmanager
 def audio_attention_share(transformer: nn.Module) -> Iterator[list[float]]:
-    """Collects, per block call, the audio→video cross-attention output norm over the video hidden states' norm."""
+    """Collects, per block call, the audio→video cross-attention's output norm over its video input's (the
+    normalised, modulated video states it attends from; the block then adds the output times its a2v gate)."""
     shares: list[float] = []
 
     def record(module: nn.Module, args: tuple, kwargs: dict, output: Tensor) -> None:
