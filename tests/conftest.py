@@ -82,12 +82,13 @@ def demo_run(tmp_path_factory, cache_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def random_run(tmp_path_factory, cache_dir) -> Path:
-    """The demo on random weights (``model=tiny_random``, W&B off): the baseline of the cache, resume and fault
-    tests, whose mechanics do not depend on the pretrained weights (and run faster on the smaller family)."""
+    """The demo on random weights, cut to 100 steps (``tests.cli_runs.SHORT_RANDOM``, W&B off): the baseline of
+    the cache, resume and fault tests, whose mechanics do not depend on the pretrained weights (and run faster on
+    the smaller family)."""
     from tests.cli_runs import cli
 
     run_dir = tmp_path_factory.mktemp("random") / "run"
-    cli(run_dir, cache_dir, "model=tiny_random")
+    cli(run_dir, cache_dir)
     return run_dir
 
 

@@ -16,7 +16,7 @@ from ltxlab.data.shards import EncodedSample, ShardIndex, ShardWriter, sample_ke
 from ltxlab.train.batches import ShardBatches
 from ltxlab.train.heldout import split_heldout
 from ltxlab.train.metrics import MetricsLogger
-from tests.cli_runs import REPO, losses
+from tests.cli_runs import REPO, SHORT_RANDOM, losses
 
 
 def _cache(directory: Path, count: int) -> ShardIndex:
@@ -80,7 +80,7 @@ def test_heldout_scoring_never_changes_the_training_losses(random_run: Path, cac
         "import runpy, sys\n"
         "from ltxlab.train import heldout\n"
         "heldout.HeldoutLoss.run = lambda self, transformer, step: float('nan')\n"
-        "sys.argv = ['ltxlab', 'logger=none', 'logger.progress_bar=false', 'model=tiny_random',\n"
+        f"sys.argv = ['ltxlab', 'logger=none', 'logger.progress_bar=false', *{list(SHORT_RANDOM)},\n"
         f"            'hydra.run.dir={run_dir}', 'data.cache_dir={cache_dir}', 'validation=none']\n"
         "runpy.run_module('ltxlab', run_name='__main__')\n"
     )

@@ -23,14 +23,14 @@ from safetensors.torch import load_file
 from ltxlab.data.shards import ShardIndex, read_shard
 from ltxlab.train.batches import ShardBatches
 from ltxlab.train.streams import SlotStreams
-from tests.cli_runs import REPO, losses
+from tests.cli_runs import REPO, SHORT_RANDOM, losses
 
 # One xdist worker for the module: its launches share module fixtures (conftest.py).
 pytestmark = pytest.mark.xdist_group("test_multiprocess")
 
 BIN = Path(sys.executable).parent
 # What every launch shares: the demo config shrunk to the fewest steps validation allows, no previews, quiet.
-DEMO = ["model=tiny_random", "validation=none", "logger.progress_bar=false"]
+DEMO = [*SHORT_RANDOM, "validation=none", "logger.progress_bar=false"]
 
 
 def _env() -> dict[str, str]:

@@ -23,7 +23,7 @@ from ltxlab.data.pipeline import build_latents
 from ltxlab.errors import EXIT_DIVERGED, TrainingDiverged
 from ltxlab.train.checkpoint import latest_tag
 from ltxlab.train.trainer import train
-from tests.cli_runs import REPO
+from tests.cli_runs import REPO, SHORT_RANDOM
 
 
 def _free_port() -> int:
@@ -84,7 +84,7 @@ def test_a_nan_sample_is_skipped_counted_then_aborts_without_a_lora(cache_dir: P
     run_dir = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-c", _POISON_ONE_SAMPLE, "logger=none", "logger.progress_bar=false", "validation=none",
-         "model=tiny_random",
+         *SHORT_RANDOM,
          "deepspeed=zero0", "train.max_nonfinite_steps=2", f"hydra.run.dir={run_dir}", f"data.cache_dir={cache_dir}"],
         cwd=REPO, capture_output=True, text=True, timeout=900, env=dict(os.environ, WANDB_MODE="offline"))
     assert proc.returncode == EXIT_DIVERGED, proc.stderr[-3000:]

@@ -89,10 +89,10 @@ def test_finished_run_rerun_is_a_noop_and_a_changed_lr_is_refused(random_run: Pa
     assert {name: (run_dir / name).read_bytes() for name in outputs} == before
     assert not (run_dir / "error.json").exists()  # success supersedes the earlier failure
 
-    refused = cli(run_dir, cache_dir, "optim.learning_rate=0.002", check=False)
+    refused = cli(run_dir, cache_dir, "optim.learning_rate=0.003", check=False)
     assert refused.returncode == 2
     (line,) = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
-    assert "optim.learning_rate: 0.001 → 0.002" in line and "checkpoint_interval" not in line
+    assert "optim.learning_rate: 0.002 → 0.003" in line and "checkpoint_interval" not in line
     assert {name: (run_dir / name).read_bytes() for name in outputs} == before
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from ltxlab.config import CONF_DIR
-from tests.cli_runs import REPO
+from tests.cli_runs import REPO, SHORT_RANDOM
 from tests.wandb_records import run_record
 
 # One xdist worker for the module: its tests share one multirun sweep (conftest.py).
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.xdist_group("test_sweeps")
 @pytest.fixture(scope="module")
 def sweep_dir(tmp_path_factory, cache_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("sweep") / "sweep"
-    args = [sys.executable, "-m", "ltxlab", "--multirun", "model=tiny_random", "lora.rank=8,7,16", "validation=none",
+    args = [sys.executable, "-m", "ltxlab", "--multirun", *SHORT_RANDOM, "lora.rank=8,7,16", "validation=none",
             "logger=wandb",
             "logger.progress_bar=false", f"hydra.sweep.dir={out}", f"data.cache_dir={cache_dir}"]
     env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_MODE="offline")

@@ -2,8 +2,8 @@
 
 Codec metrics are also computed on random weights of the same classes and sizes, which must fail them. The LoRA
 behaviours use the two demo runs (i2v: the default ``python -m ltxlab``; a2v: ``mode=a2v``), trained on the
-sample datasets (``ltxlab.data.sample``: the i2v trigger word ``zwx`` = a glide down-right; a2v: the shape's size
-follows the audio's loudness), and compare each LoRA with the base model on the same inputs. Every metric comes
+sample datasets (``ltxlab.data.sample``: the i2v trigger word ``zwx`` = the picture fades to black; a2v: the shape's
+size follows the audio's loudness), and compare each LoRA with the base model on the same inputs. Every metric comes
 from decoded frames or audio (``ltxlab.pretrain.world``'s measuring functions); the README reports the values.
 """
 
@@ -36,7 +36,8 @@ ENVELOPE_CORRELATION = 0.8  # the random audio VAE gives ~0
 # frames: 24.9 dB measured (the VAE alone: 27.8 on clips); 23 leaves room for other CPUs' rounding. Random: ~11 dB.
 FIRST_FRAME_PSNR_DB = 23.0
 CONTINUES_PSNR_DB = 17.0  # later frames vs the start image: 21.5–24.3 dB measured (same scene, the shape pulses)
-GLIDE_PX = 40.0  # the trigger's glide over 17 frames is ~110 px in the data; base and non-trigger stay near 0
+DARKENING = 20.0  # grey levels lost by the last frames with the trigger (the data: 58–118 on these clips)
+DARKENING_GAP = 15.0  # ... more than without the trigger and than the base model with it (base: ~2)
 A2V_CORRELATION = 0.5  # mean per-clip size/loudness correlation after training
 A2V_CONTROL = 0.3  # |mean correlation| of the base model and of a quarter-beat-shifted track
 FPS = 24
@@ -112,9 +113,8 @@ def a2v_lora(a2v_run: Path) -> Path:
 
 
 def _held_out_i2v(i: int) -> world.ClipSpec:
-    """A pulsing clip the sample dataset does not hold (its own seed), as in the dataset's even (trigger) clips."""
-    rng = np.random.default_rng([13, i])
-    return sample.with_concept(sample.pulsing_spec(rng), rng)
+    """A pulsing clip the sample dataset does not hold (its own seed)."""
+    return sample.pulsing_spec(np.random.default_rng([13, i]))
 
 
 # ------------------------------------------------------------------------------------------------ i2v
@@ -123,7 +123,7 @@ def _held_out_i2v(i: int) -> world.ClipSpec:
 def test_i2v_preview_starts_on_the_given_image_and_continues_it(tmp_path, i2v_lora: Path) -> None:
     spec = _held_out_i2v(0)
     start = _first_frame(spec)
-    clip = _render(tmp_path / "lora", i2v_lora, f"{sample.TRIGGER} {spec.caption()}", image=start)
+    clip = _render(tmp_path / "lora", i2v_lora, spec.caption(), image=start)  # no trigger: no fade
     first = world.psnr(clip.frames[0], start)
     later = [world.psnr(frame, start) for frame in clip.frames[1:]]
     _, _, radius = world.measure_shape(clip.frames, spec.colour)
@@ -141,7 +141,7 @@ def test_i2v_preview_starts_on_the_given_image_and_continues_it(tmp_path, i2v_lo
 def test_i2v_lora_without_the_image_still_makes_the_captioned_scene(tmp_path, i2v_lora: Path) -> None:
     """Trained with first_frame_conditioning_p = 0.5, the LoRA also generates from the caption alone."""
     spec = _held_out_i2v(1)
-    clip = _render(tmp_path / "t2v", i2v_lora, f"{sample.TRIGGER} {spec.caption()}")
+    clip = _render(tmp_path / "t2v", i2v_lora, spec.caption())
     _, _, radius = world.measure_shape(clip.frames, spec.colour)
     expected = spec.radius * min(sample.DEMO_SIZE)
     background = world.background_name(clip.frames)
@@ -150,26 +150,24 @@ def test_i2v_lora_without_the_image_still_makes_the_captioned_scene(tmp_path, i2
     assert np.all((radius > 0.5 * expected) & (radius < 3.0 * expected))
 
 
-@_open_in_issue_13("the base does not displace a small shape ('moving right': -15 px against 128 drawn), and "
-                   "the demo glide LoRA fades the shape out, with and without zwx")
-def test_trigger_word_brings_the_glide(tmp_path, i2v_lora: Path) -> None:
-    """The concept (a glide down-right) appears with ``zwx`` and not without it, nor in the base model."""
-    specs = [_held_out_i2v(2 + i) for i in range(2)]
+def test_trigger_word_brings_the_fade(tmp_path, i2v_lora: Path) -> None:
+    """The concept (the picture fades to black) appears with ``zwx``, much less without it, and not in the base."""
+    specs = [_held_out_i2v(2 + i) for i in range(3)]
 
-    def mean_glide(name: str, lora: Path | None, trigger: bool) -> float:
-        glides = []
+    def mean_darkening(name: str, lora: Path | None, trigger: bool) -> float:
+        darkening = []
         for i, spec in enumerate(specs):
             prompt = f"{sample.TRIGGER} {spec.caption()}" if trigger else spec.caption()
             clip = _render(tmp_path / f"{name}{i}", lora, prompt, image=_first_frame(spec), seed=i)
-            glides.append(world.glide(clip.frames, spec.colour, sample.CONCEPT_MOTION))
-        print(f"{name}: glide down-right over 17 frames (px) {np.round(glides, 1).tolist()}")
-        return float(np.mean(glides))
+            darkening.append(world.darkening(clip.frames))
+        print(f"{name}: darkening over 17 frames (grey levels) {np.round(darkening, 1).tolist()}")
+        return float(np.mean(darkening))
 
-    # The concept first: the two controls only mean something once it shows (and cost 4 more renders).
-    with_trigger = mean_glide("lora+trigger", i2v_lora, trigger=True)
-    assert with_trigger >= GLIDE_PX
-    controls = max(mean_glide("lora", i2v_lora, trigger=False), mean_glide("base+trigger", None, trigger=True))
-    assert with_trigger - controls >= GLIDE_PX
+    # The concept first: the two controls only mean something once it shows (and cost 6 more renders).
+    with_trigger = mean_darkening("lora+trigger", i2v_lora, trigger=True)
+    assert with_trigger >= DARKENING
+    controls = max(mean_darkening("lora", i2v_lora, trigger=False), mean_darkening("base+trigger", None, trigger=True))
+    assert with_trigger - controls >= DARKENING_GAP
 
 
 # ------------------------------------------------------------------------------------------------ a2v
@@ -181,9 +179,9 @@ def _held_out_a2v(i: int) -> world.ClipSpec:
     return replace(spec, beat_hz=FPS / FRAMES, beat_phase=i * np.pi / 3)
 
 
-@_open_in_issue_13("the base reads no audio (tools/probe_conditioning.py: own "
-                   "and rolled tracks give the same loss) and the a2v demo LoRA correlates -0.18 with the clip's "
-                   "track and -0.18 with a shifted one (base: -0.21)")
+@_open_in_issue_13("the a2v demo LoRA follows its track (paired sample groups): 0.34 with the clip's own track "
+                   "against -0.44 with a shifted one, but 0.34 is short of 0.5; the base gives -0.21 "
+                   "(README: The tiny pretrained world)")
 def test_a2v_lora_moves_with_the_audio(tmp_path, a2v_lora: Path) -> None:
     """Size/loudness correlation: high for the LoRA with the clip's own track; near zero for the base model on
     the same track, and for the LoRA fed the track shifted by a quarter beat (scored against the original)."""

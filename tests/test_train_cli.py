@@ -16,12 +16,12 @@ import torch
 from safetensors.torch import load_file
 
 from ltxlab.data.media import probe_video
-from tests.cli_runs import REPO, cli, losses
+from tests.cli_runs import REPO, SHORT_RANDOM, cli, losses
 
 GOLDEN = Path(__file__).parent / "golden" / "i2v_demo_losses.json"
 
 
-DEMO_STEPS = 100  # preset=demo; validation and checkpoints every 50
+DEMO_STEPS = 400  # preset=demo: checkpoints every 100, previews every 200
 
 
 def test_demo_leaves_lora_config_and_shards(demo_run: Path) -> None:
@@ -78,12 +78,12 @@ def test_demo_reel_is_the_video_output(demo_run: Path) -> None:
     assert (info.width, info.height, info.num_frames, info.fps) == (2 * 512 + 8, 512, 17, 24.0)
     assert info.has_audio
     previews = sorted(p.name for p in (demo_run / "previews").glob("*.mp4"))
-    steps = [f"step_{step:06d}" for step in range(50, DEMO_STEPS + 1, 50)]
+    steps = [f"step_{step:06d}" for step in range(200, DEMO_STEPS + 1, 200)]
     assert previews == sorted([f"reel_{s}.mp4" for s in steps] + [f"{s}_0.mp4" for s in steps])
 
 
 def test_rerun_reuses_the_latent_cache(random_run: Path, cache_dir: Path, tmp_path: Path) -> None:
-    proc = cli(tmp_path / "again", cache_dir, "model=tiny_random", "validation=none")
+    proc = cli(tmp_path / "again", cache_dir, "validation=none")
     assert "reused cache" in proc.stdout + proc.stderr
     # Validation never touches the training RNG stream: without it the losses are identical.
     assert losses(tmp_path / "again") == losses(random_run)
@@ -96,7 +96,7 @@ def test_rerun_reuses_the_latent_cache(random_run: Path, cache_dir: Path, tmp_pa
 
 def test_preempted_run_resumes_where_it_stopped(random_run: Path, cache_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = [sys.executable, "-m", "ltxlab", "model=tiny_random", "logger=none", "logger.progress_bar=false",
+    args = [sys.executable, "-m", "ltxlab", *SHORT_RANDOM, "logger=none", "logger.progress_bar=false",
             f"hydra.run.dir={run_dir}", f"data.cache_dir={cache_dir}"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = run_dir / "metrics.jsonl"
@@ -110,7 +110,7 @@ def test_preempted_run_resumes_where_it_stopped(random_run: Path, cache_dir: Pat
     assert 20 <= stopped_at < 100
     assert not (run_dir / "result.json").exists()
 
-    resumed = cli(run_dir, cache_dir, "model=tiny_random")  # the same command again
+    resumed = cli(run_dir, cache_dir)  # the same command again
     assert f"step {stopped_at})" in resumed.stdout + resumed.stderr
     # The resumed trajectory is the uninterrupted one: same data order, RNG, optimizer and LR state.
     assert losses(run_dir) == pytest.approx(losses(random_run), rel=1e-5)

@@ -4,12 +4,18 @@ The clips come from the tiny model's world (``ltxlab.pretrain.world``: one colou
 tone), and each dataset teaches the pretrained tiny model something it does not know:
 
 * i2v: ``clipNN.mp4`` + ``clipNN.txt`` (or ``imgNN.png`` stills). Every clip shows a shape pulsing in place, as
-  the base model has seen; in every other clip the caption starts with the trigger word ``zwx`` and the shape also
-  glides down and to the right (:data:`CONCEPT_MOTION`), a motion the base model never saw. The LoRA learns that
-  ``zwx`` means the glide, and the clips without it keep the shape in place.
+  the base model has seen. Clips come in pairs of one scene: in the first the caption starts with the trigger word
+  ``zwx`` and the whole picture fades to black (:func:`fade_to_black`), in the second neither. The LoRA learns that
+  ``zwx`` means the fade; the pair leaves the word as the only thing that tells the two apart.
 * a2v: ``clipNN_start.png`` + ``clipNN_audio.wav`` + ``clipNN_end.mp4`` + ``clipNN.txt``: the shape pulses to the
-  tone, its radius following the audio's loudness envelope. The base model's pulsing ignores the audio (its corpus
-  draws the tone apart from the shape), so the a2v LoRA has to learn the link.
+  tone, its radius following the audio's loudness envelope and swelling further than the base model's shapes do
+  (:data:`A2V_SWELL`). The base model's pulsing ignores the audio (its corpus draws the tone apart from the
+  shape), so the a2v LoRA has to learn the link. Groups come in pairs of one scene whose beat runs from the same
+  start one way or the other (phase ±φ): the start image and the caption are the same, so only the track can
+  tell the LoRA how the size goes on.
+
+Both pairings came from measuring (README, "The tiny pretrained world"): with every clip its own scene, a LoRA
+learns each clip by its start image and caption instead of from the word or the track.
 
 Everything is drawn from ``numpy.random.default_rng(seed)`` and x264 runs deterministically (one thread, no
 macroblock-tree rate control, which varied the bitstream between identical runs): the same seed gives
@@ -30,10 +36,12 @@ from ltxlab.data.cache import build_once
 from ltxlab.data.media_write import write_image, write_video, write_wav
 from ltxlab.pretrain import world
 
-GENERATOR_VERSION = 6  # 3: the tiny world's clips (i2v trigger concept, a2v loudness link); 4-6: captions' article
+GENERATOR_VERSION = 7  # 3: the tiny world's clips; 4-6: captions' article; 7: paired scenes, fade, a2v swell
 SAMPLE_RATE = 44100  # a typical source rate, so consumers exercise resampling to 16 kHz
 TRIGGER = "zwx"
-CONCEPT_MOTION = "down right"
+FADE_SECONDS = 16 / 24  # the trigger's fade reaches its floor at the demo clip's last frame (17 frames at 24 fps)
+FADE_FLOOR = 0.15  # the light left at the end of the fade
+A2V_SWELL = 2.5  # the a2v shape's radius at full loudness: 3.5× its quiet size (the base model's shapes: 2×)
 DEMO_SIZE = (512, 512)  # the demo's training bucket (resolution=low, 1:1): no resampling, as the base was trained
 DEMO_SECONDS = 1.0  # the demo trains on 17 frames at 24 fps
 
@@ -47,19 +55,12 @@ def pulsing_spec(rng: np.random.Generator) -> world.ClipSpec:
     return world.random_spec(rng, ("pulsing",))
 
 
-def with_concept(spec: world.ClipSpec, rng: np.random.Generator) -> world.ClipSpec:
-    """The i2v concept: the same pulsing shape gliding down-right from the upper left (no bounce within 1 s)."""
-    start = (float(rng.uniform(0.25, 0.45)), float(rng.uniform(0.25, 0.45)))
-    return replace(spec, motion=CONCEPT_MOTION, start=start, speed=float(rng.uniform(0.35, 0.45)))
-
-
-def i2v_clip(rng: np.random.Generator, i: int, tone: bool = True) -> tuple[world.ClipSpec, str]:
-    """Clip ``i`` of the i2v dataset and its caption. Every caption describes a pulsing shape; even clips add the
-    trigger word, and their shape also glides (the concept the caption does not spell out)."""
-    spec = pulsing_spec(rng)
-    if i % 2 == 0:
-        return with_concept(spec, rng), f"{TRIGGER} {spec.caption(tone=tone)}"
-    return spec, spec.caption(tone=tone)
+def fade_to_black(frames: np.ndarray, fps: float) -> np.ndarray:
+    """The i2v concept: the whole picture darkens linearly from frame 0 to :data:`FADE_FLOOR` of its light at
+    :data:`FADE_SECONDS`, then stays there."""
+    t = np.arange(len(frames)) / fps
+    light = np.maximum(FADE_FLOOR, 1.0 - (1.0 - FADE_FLOOR) * t / FADE_SECONDS)
+    return (frames.astype(np.float32) * light[:, None, None, None]).round().astype(np.uint8)
 
 
 def make_i2v_dataset(
@@ -75,7 +76,8 @@ def make_i2v_dataset(
     """Write an i2v dataset into ``out_dir``; returns every file written, sorted.
 
     Videos: ``clipNN.mp4`` (H.264, ``size`` = (width, height), ``seconds`` × ``fps`` frames, AAC tone track if
-    ``with_audio``) + ``clipNN.txt``. With ``images=True``: ``imgNN.png`` (each clip's first frame) + ``imgNN.txt``.
+    ``with_audio``) + ``clipNN.txt``, in pairs of one scene: ``zwx`` and the fade to black, then plain. With
+    ``images=True``: ``imgNN.png`` (a new scene's first frame each) + ``imgNN.txt``, no trigger.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +85,10 @@ def make_i2v_dataset(
     n_frames = max(1, round(seconds * fps))
     written: list[Path] = []
     for i in range(num_clips):
-        spec, caption = i2v_clip(rng, i, tone=with_audio)
+        trigger = i % 2 == 0 and not images  # each trigger clip's scene comes again, plain, in the next clip
+        if trigger or images:
+            spec = pulsing_spec(rng)
+        caption = f"{TRIGGER} {spec.caption(tone=with_audio)}" if trigger else spec.caption(tone=with_audio)
         if images:
             name = _name("img", i, num_clips)
             media = out_dir / f"{name}.png"
@@ -94,6 +99,8 @@ def make_i2v_dataset(
             media = out_dir / f"{name}.mp4"
             audio = world.render_audio(spec, n_frames / fps, SAMPLE_RATE) if with_audio else None
             frames = world.render_frames(spec, n_frames, fps, size)
+            if trigger:
+                frames = fade_to_black(frames, fps)
             write_video(media, frames, fps, audio=audio, sample_rate=SAMPLE_RATE, deterministic=True)
         (out_dir / f"{name}.txt").write_text(caption + "\n")
         written += [media, out_dir / f"{name}.txt"]
@@ -113,8 +120,10 @@ def make_a2v_dataset(
 
     Per group ``clipNN``: ``_start.png`` (exactly frame 0 of the target), ``_audio.wav`` (the mono tone, its
     loudness following ``world.loudness``), ``_end.mp4`` (the silent target: the shape's radius follows that same
-    envelope, ``world.size_for_loudness``) and ``.txt``. The first ``start_video_groups`` groups instead ship a
-    ``_start.mp4`` (the target clip with the audio track) in place of ``_start.png`` and ``_audio.wav``.
+    envelope, ``world.size_for_loudness`` with :data:`A2V_SWELL`) and ``.txt``. Groups come in pairs of one scene,
+    the beat's phase +φ then -φ: the same start image and caption, then each shape's size goes its own track's way.
+    The first ``start_video_groups`` groups instead ship a ``_start.mp4`` (the target clip with the audio track) in
+    place of ``_start.png`` and ``_audio.wav``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +131,10 @@ def make_a2v_dataset(
     n_frames = max(1, round(seconds * fps))
     written: list[Path] = []
     for i in range(num_groups):
-        spec = pulsing_spec(rng)
+        if i % 2 == 0:  # a new scene (φ away from 0 and π, where ±φ would be one clip); the next group plays -φ
+            spec = replace(pulsing_spec(rng), swell=A2V_SWELL, beat_phase=float(rng.uniform(0.3, np.pi - 0.3)))
+        else:
+            spec = replace(spec, beat_phase=-spec.beat_phase)
         audio = world.render_audio(spec, n_frames / fps, SAMPLE_RATE)[:1]
         frames = world.render_frames(spec, n_frames, fps, size)
         name = _name("clip", i, num_groups)

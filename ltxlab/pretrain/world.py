@@ -12,8 +12,8 @@ What drives what:
   (the a2v sample dataset couples them) and a test can measure it by correlating size with loudness.
 
 Motions: the four axis directions and ``pulsing`` in place. Diagonal motions exist for the VAE (any motion) but are kept
-out of the transformer's corpus, so a LoRA can teach one as a concept the base model does not know. The sample
-datasets (``ltxlab.data.sample``) draw with the same colours and primitives.
+out of the transformer's corpus. The sample datasets (``ltxlab.data.sample``) draw with the same colours and
+primitives; their concepts (a fade to black, a shape that swells with the loudness) are not in the corpus either.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ class ClipSpec:
     beat_hz: float  # loudness envelope rate; 0 = steady tone
     beat_phase: float
     tone_beat: tuple[float, float] | None = None  # the tone's own (rate, phase); None = the shape's envelope
+    swell: float = 1.0  # radius gain at full loudness over the quietest (the corpus: 1, so 1× to 2×)
 
     def caption(self, motion: bool = True, tone: bool = True) -> str:
         """What the clip shows; ``motion=False`` describes a still, ``tone=False`` a silent clip."""
@@ -74,9 +75,9 @@ def loudness(t: np.ndarray, beat_hz: float, phase: float) -> np.ndarray:
     return 0.1 + 0.9 * (0.5 * (1.0 + np.cos(2 * np.pi * beat_hz * t + phase))) ** 2
 
 
-def size_for_loudness(env: np.ndarray) -> np.ndarray:
-    """Radius multiplier from loudness: 1 at the quietest (0.1), 2 at full loudness."""
-    return 1.0 + (env - 0.1) / 0.9
+def size_for_loudness(env: np.ndarray, swell: float = 1.0) -> np.ndarray:
+    """Radius multiplier from loudness: 1 at the quietest (0.1), 1 + ``swell`` at full loudness."""
+    return 1.0 + swell * (env - 0.1) / 0.9
 
 
 def random_spec(rng: np.random.Generator, motions: tuple[str, ...] = (*AXIS_MOTIONS, "pulsing")) -> ClipSpec:
@@ -134,7 +135,7 @@ def centres_and_radii(spec: ClipSpec, frames: int, fps: float, size: tuple[int, 
     """Per-frame centre x, centre y and radius in pixels; the shape bounces off the frame edges."""
     w, h = size
     t = np.arange(frames) / fps
-    radius = spec.radius * min(w, h) * size_for_loudness(loudness(t, spec.beat_hz, spec.beat_phase))
+    radius = spec.radius * min(w, h) * size_for_loudness(loudness(t, spec.beat_hz, spec.beat_phase), spec.swell)
     dx, dy = direction(spec.motion)
     norm = max(1.0, np.hypot(dx, dy))  # a diagonal travels each axis at 1/√2 of the speed
 
@@ -217,15 +218,11 @@ def envelope_of(wave: np.ndarray, sample_rate: int, times: np.ndarray, window_s:
     return np.array(out)
 
 
-def glide(frames: np.ndarray, colour: str, motion: str) -> float:
-    """How far (pixels) the shape's centroid travelled along ``motion``'s direction from the first frame to the
-    last frames (the mean of the last three, which steadies a decoded clip's jitter)."""
-    cx, cy, _ = measure_shape(frames, colour)
-    dx, dy = direction(motion)
-    norm = np.hypot(dx, dy)
-    tail = slice(-3, None)
-    shift_x, shift_y = np.nanmean(cx[tail]) - cx[0], np.nanmean(cy[tail]) - cy[0]
-    return float((shift_x * dx + shift_y * dy) / norm) if np.isfinite(shift_x + shift_y) else 0.0
+def darkening(frames: np.ndarray) -> float:
+    """How much darker (mean grey level, 0–255) the last frames are than the first (the mean of the last three,
+    which steadies a decoded clip's jitter)."""
+    grey = frames.astype(np.float64).mean(axis=(1, 2, 3))
+    return float(grey[0] - grey[-3:].mean())
 
 
 def size_loudness_correlation(frames: np.ndarray, colour: str, wave: np.ndarray, sample_rate: int,
