@@ -14,16 +14,18 @@ REPO = Path(__file__).resolve().parents[1]
 # The mechanics tests' run: the demo preset on random weights, cut to 100 steps with checkpoints and previews every
 # 50. The preset's 400 steps are what the pretrained world needs to learn its concepts; random weights learn none,
 # and the checkpoint, resume and cache mechanics show as well in 100.
-SHORT_RANDOM = ("model=tiny_random", "optim.number_of_steps=100", "train.checkpoint_interval=50",
-                "validation.interval=50")
+SHORT = ("optim.number_of_steps=100", "train.checkpoint_interval=50", "validation.interval=50")
+SHORT_RANDOM = ("model=tiny_random", *SHORT)
 
 
-def random_weights_unless_chosen(overrides: tuple[str, ...] | list[str]) -> list[str]:
-    """Tests train the short run on random weights (:data:`SHORT_RANDOM`) unless they pick a model; the overrides
-    come after it, so a test's own step count or intervals win. The pretrained ``model=tiny`` has its own
-    behavioural tests (tests/test_tiny_world.py)."""
+def random_weights_unless_chosen(overrides: tuple[str, ...] | list[str], short: bool = True) -> list[str]:
+    """Tests train on random weights unless they pick a model, in the short run (:data:`SHORT_RANDOM`) unless
+    ``short=False``; the overrides come after it, so a test's own step count or intervals win. The pretrained
+    ``model=tiny`` has its own behavioural tests (tests/test_tiny_world.py)."""
     chosen = any(o.lstrip("+~").startswith("model=") for o in overrides)
-    return list(overrides) if chosen else [*SHORT_RANDOM, *overrides]
+    if chosen:
+        return list(overrides)
+    return [*SHORT_RANDOM, *overrides] if short else ["model=tiny_random", *overrides]
 
 
 def cli(run_dir: Path, cache_dir: Path, *overrides: str, check: bool = True, timeout: float = 600,

@@ -58,7 +58,7 @@ def compose_cfg() -> Callable[..., DictConfig]:
 
     def _compose(*overrides: str) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name="config", overrides=random_weights_unless_chosen(overrides))
+            return compose(config_name="config", overrides=random_weights_unless_chosen(overrides, short=False))
 
     return _compose
 

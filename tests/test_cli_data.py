@@ -23,9 +23,9 @@ def test_a2v_trains_video_only_with_frozen_audio(a2v_run: Path) -> None:
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all("audio_loss" not in r for r in records)  # the conditioning audio is never in the loss
     got = losses(run_dir)
-    # On the pretrained world the loss starts near its floor (no downward trend to assert in 100 steps); what must
-    # hold is that every step was finite and the video's audio-reading attention trained from its zero init.
-    assert len(got) == 100 and np.isfinite(got).all()
+    # On the pretrained world the loss starts near its floor (no steady downward trend to assert); what must hold
+    # is that every step was finite and the video's audio-reading attention trained from its zero init.
+    assert len(got) == 400 and np.isfinite(got).all()
     lora = load_file(str(run_dir / "lora.safetensors"))
     a2v_ups = [t for k, t in lora.items() if ".audio_to_video_attn." in k and "lora_B" in k]
     assert a2v_ups and all(t.abs().sum() > 0 for t in a2v_ups)

@@ -29,10 +29,10 @@ def test_int8_base_trains_and_exports_the_bf16_format(tmp_path: Path, cache_dir:
     got = losses(run)
     assert len(got) == 100 and _learns(got), got[:5] + got[-5:]
 
-    # Same files, keys, shapes and dtypes as a LoRA over the unquantized base of the same rank (demo: 8).
+    # Same files, keys, shapes and dtypes as a LoRA over the unquantized base of the same rank (the default, 32).
     plain = load_transformer(ModelConfig())
     (tmp_path / "plain").mkdir()
-    reference = save_lora(plain, attach_lora(plain, LoraConfig(rank=8), seed=0), tmp_path / "plain")
+    reference = save_lora(plain, attach_lora(plain, LoraConfig(), seed=0), tmp_path / "plain")
     for exported, expected in zip((run / "lora.safetensors",
                                    run / "lora_diffusers" / "pytorch_lora_weights.safetensors"), reference,
                                   strict=True):
