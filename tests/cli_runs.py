@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 # The mechanics tests' run: the demo preset on random weights, cut to 100 steps with checkpoints and previews every
 # 50. The preset's 400 steps are what the pretrained world needs to learn its concepts; random weights learn none,
 # and the checkpoint, resume and cache mechanics show as well in 100.
+RANDOM_MODEL = "model=tiny_random"
 SHORT = ("optim.number_of_steps=100", "train.checkpoint_interval=50", "validation.interval=50")
-SHORT_RANDOM = ("model=tiny_random", *SHORT)
+SHORT_RANDOM = (RANDOM_MODEL, *SHORT)
 
 
 def random_weights_unless_chosen(overrides: tuple[str, ...] | list[str], short: bool = True) -> list[str]:
@@ -25,7 +26,7 @@ def random_weights_unless_chosen(overrides: tuple[str, ...] | list[str], short: 
     chosen = any(o.lstrip("+~").startswith("model=") for o in overrides)
     if chosen:
         return list(overrides)
-    return [*SHORT_RANDOM, *overrides] if short else ["model=tiny_random", *overrides]
+    return [RANDOM_MODEL, *(SHORT if short else ()), *overrides]
 
 
 def cli(run_dir: Path, cache_dir: Path, *overrides: str, check: bool = True, timeout: float = 600,
